@@ -1,0 +1,40 @@
+from django import forms
+from django.conf import settings
+from django.utils import timezone
+
+from accounts.models import ApiKey
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    rpm = forms.IntegerField(
+        label="Requests per minute", min_value=1, max_value=100_000, initial=settings.API_KEY_DEFAULT_RPM
+    )
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[ApiKey.Scope.INFERENCE]
+    )
+    expires_at = forms.DateTimeField(
+        label="Expires (optional)",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
+        help_text="Leave empty for a key that does not expire.",
+    )
+
+    def clean_expires_at(self):
+        expires_at = self.cleaned_data["expires_at"]
+        if expires_at is not None and expires_at <= timezone.now():
+            raise forms.ValidationError("Choose a time in the future.")
+        return expires_at
+
+
+class UsageFilterForm(forms.Form):
+    PERIODS = [("1", "Last 24 hours"), ("7", "Last 7 days"), ("30", "Last 30 days"), ("", "All time")]
+
+    key = forms.ChoiceField(required=False)
+    model = forms.ChoiceField(required=False)
+    days = forms.ChoiceField(choices=PERIODS, required=False, initial="7")
+
+    def __init__(self, *args, keys=(), models=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["key"].choices = [("", "All keys")] + [(k.prefix, f"{k.name} ({k.display_prefix})") for k in keys]
+        self.fields["model"].choices = [("", "All models")] + [(m, m) for m in models]

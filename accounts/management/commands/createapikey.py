@@ -1,0 +1,42 @@
+"""``manage.py createapikey USERNAME --name NAME [--rpm N] [--scopes inference,management]``."""
+
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from accounts.services import api_key_create
+
+
+class Command(BaseCommand):
+    help = "Create an API key for a user and print it (as the last line). It is shown only this once."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--name", required=True, help="A name to recognise the key by.")
+        parser.add_argument("--rpm", type=int, default=None, help="Requests-per-minute limit.")
+        parser.add_argument(
+            "--scopes", default="inference", help="Comma-separated: inference, management (default: inference)."
+        )
+        parser.add_argument("--expires-in-days", type=int, default=None, help="Make the key expire after N days.")
+
+    def handle(self, *args, username, name, rpm, scopes, expires_in_days, **options):
+        User = get_user_model()
+        try:
+            user = User.objects.get(**{User.USERNAME_FIELD: username})
+        except User.DoesNotExist:
+            raise CommandError(f"No user named '{username}'. Create one with: manage.py createsuperuser") from None
+        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+        try:
+            api_key, raw_key = api_key_create(
+                user=user, name=name, scopes=scopes.split(","), rpm=rpm, expires_at=expires_at
+            )
+        except ValidationError as error:
+            raise CommandError(" ".join(error.messages)) from None
+        self.stderr.write(
+            f"Created key '{api_key.name}' ({api_key.display_prefix}…) for {username}: "
+            f"scopes {', '.join(api_key.scopes)}, {api_key.rpm} requests/minute. Store it now; it is not shown again."
+        )
+        self.stdout.write(raw_key)

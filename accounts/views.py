@@ -1,0 +1,89 @@
+"""The dashboard: API keys and usage (server-rendered, session login)."""
+
+from datetime import timedelta
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods
+
+from accounts.forms import ApiKeyCreateForm, UsageFilterForm
+from accounts.models import ApiKey
+from accounts.services import api_key_create, api_key_revoke
+from inference.models import UsageRecord
+from inference.selectors import usage_by_model, usage_for_user, usage_totals
+
+
+def _get_key_for_user(request, key_id: int) -> ApiKey:
+    """The user's own key, or 404: tenant isolation lives here."""
+    return get_object_or_404(ApiKey, pk=key_id, user=request.user)
+
+
+@login_required
+def home(request):
+    return redirect("dashboard:keys")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def keys_list(request):
+    new_key = None
+    form = ApiKeyCreateForm()
+    if request.method == "POST":
+        form = ApiKeyCreateForm(request.POST)
+        if form.is_valid():
+            try:
+                _, new_key = api_key_create(
+                    user=request.user,
+                    name=form.cleaned_data["name"],
+                    scopes=form.cleaned_data["scopes"],
+                    rpm=form.cleaned_data["rpm"],
+                    expires_at=form.cleaned_data["expires_at"],
+                )
+            except ValidationError as error:
+                form.add_error(None, error)
+            else:
+                form = ApiKeyCreateForm()
+    keys = request.user.api_keys.all()
+    # The new key is rendered in this response only: it is never stored, so it cannot be shown again.
+    return render(
+        request,
+        "accounts/keys.html",
+        {"form": form, "keys": keys, "new_key": new_key, "base_url": request.build_absolute_uri("/v1")},
+        status=400 if request.method == "POST" and new_key is None else 200,
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def key_revoke(request, key_id: int):
+    api_key = _get_key_for_user(request, key_id)
+    if request.method == "POST":
+        api_key_revoke(api_key=api_key)
+        messages.success(request, f"Revoked “{api_key.name}”. Requests with it are refused from now on.")
+        return redirect("dashboard:keys")
+    return render(request, "accounts/key_revoke.html", {"key": api_key})
+
+
+@login_required
+def usage(request):
+    keys = request.user.api_keys.all()
+    models = UsageRecord.objects.filter(user=request.user).order_by("model").values_list("model", flat=True).distinct()
+    form = UsageFilterForm(request.GET or {"days": "7"}, keys=keys, models=[m for m in models if m])
+    filters = form.cleaned_data if form.is_valid() else {"days": "7"}
+    start = timezone.now() - timedelta(days=int(filters["days"])) if filters.get("days") else None
+    records = usage_for_user(request.user, key_prefix=filters.get("key"), model=filters.get("model"), start=start)
+    return render(
+        request,
+        "accounts/usage.html",
+        {
+            "form": form,
+            "totals": usage_totals(records),
+            "by_model": usage_by_model(records),
+            "records": records[:100],
+            "api_url": reverse("api-usage"),
+        },
+    )

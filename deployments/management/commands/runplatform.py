@@ -1,0 +1,106 @@
+"""``manage.py runplatform``: the whole platform on one machine, for a first run or a demo.
+
+Migrates, makes sure the demo catalog and a demo admin exist, then runs Daphne and GPU workers as
+child processes until interrupted. With REDIS_URL unset, all of them share the embedded Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from deployments.services import demo_catalog_ensure
+
+DEMO_ADMIN = "admin"
+
+
+class Command(BaseCommand):
+    help = "Run GPU Cloud: migrate, seed the demo catalog, start Daphne and GPU workers."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--workers", type=int, default=int(os.environ.get("GPU_WORKERS", "1")))
+
+    def handle(self, *args, host, port, workers, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        deployments = demo_catalog_ensure()
+        username, password = self.ensure_demo_admin()
+
+        env = {**os.environ, "REDIS_URL": settings.REDIS_URL}
+        manage = str(settings.BASE_DIR / "manage.py")
+        children = [
+            subprocess.Popen(
+                [sys.executable, manage, "gpuworker", f"--name=gpuworker-{i + 1}@{os.uname().nodename}"], env=env
+            )
+            for i in range(workers)
+        ]
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "gpucloud.asgi:application"], env=env
+            )
+        )
+        base = f"http://{host}:{port}"
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nGPU Cloud is starting at {base}/  ({workers} GPU worker(s), Redis at {settings.REDIS_URL})"
+            )
+        )
+        self.stdout.write(f"  Dashboard login: {username} / {password}")
+        self.stdout.write(f"  Models: {', '.join(d.model.model_id for d in deployments)}")
+        self.stdout.write(f"  Health: {base}/health    Admin: {base}/admin/    Stop with Ctrl-C.\n")
+        self.supervise(children)
+
+    def ensure_demo_admin(self) -> tuple[str, str]:
+        """Create the demo admin on first run; its generated password is kept in var/ (not in git)."""
+        credentials = settings.VAR_DIR / "demo-admin.txt"
+        User = get_user_model()
+        if User.objects.filter(username=DEMO_ADMIN).exists():
+            if credentials.exists():
+                return DEMO_ADMIN, credentials.read_text().strip()
+            return DEMO_ADMIN, "(the password you set)"
+        password = secrets.token_urlsafe(12)
+        User.objects.create_superuser(DEMO_ADMIN, email="admin@example.com", password=password)
+        credentials.write_text(password + "\n")
+        credentials.chmod(0o600)
+        return DEMO_ADMIN, password
+
+    def supervise(self, children: list[subprocess.Popen]) -> None:
+        stopping = False
+
+        def stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while not stopping and all(child.poll() is None for child in children):
+                time.sleep(0.5)
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            for child in children:
+                try:
+                    child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            if not os.environ.get("REDIS_URL"):
+                from gpucloud import embedded_redis
+
+                embedded_redis.stop(settings.EMBEDDED_REDIS_DIR)
+        if not stopping:
+            failed = [child.args[2] if len(child.args) > 2 else child.args for child in children if child.poll()]
+            self.stderr.write(f"A platform process exited ({failed}); stopped the others.")
+            sys.exit(1)

@@ -1,0 +1,11 @@
+"""A plain Redis client on ``REDIS_URL`` for the few things the libraries do not cover."""
+
+from functools import lru_cache
+
+import redis
+from django.conf import settings
+
+
+@lru_cache(maxsize=1)
+def get_redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=2)

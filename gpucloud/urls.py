@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from gpucloud.health import health
+
+urlpatterns = [
+    path("", include("accounts.urls")),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("health", health, name="health"),
+    path("v1/", include("inference.urls")),
+    path("api/", include("inference.api_urls")),
+]
+
+handler404 = "gpucloud.views.not_found"
+handler500 = "gpucloud.views.server_error"

@@ -1,0 +1,155 @@
+"""The simulated engine: deterministic text from a seeded generator, paced like a GPU.
+
+Text depends only on the model, prompt, seed and choice index when ``temperature`` is 0 or a
+``seed`` is given, so a streamed and a non-streamed request produce the same text. Pacing follows
+the deployment's GPU profile and the model's size (time to first token, then tokens per second);
+``SIMULATED_ENGINE_INSTANT`` turns pacing off for benchmarks of the gateway itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator, Iterator
+
+from django.conf import settings
+
+from deployments.gpus import GPU_PROFILES
+from inference.engines.base import GenerationJob, TokenEvent
+
+VOCABULARY = [
+    "the",
+    "a",
+    "model",
+    "token",
+    "GPU",
+    "cloud",
+    "request",
+    "answer",
+    "compute",
+    "memory",
+    "kernel",
+    "tensor",
+    "batch",
+    "layer",
+    "cache",
+    "latency",
+    "throughput",
+    "stream",
+    "queue",
+    "worker",
+    "node",
+    "cluster",
+    "sample",
+    "prompt",
+    "context",
+    "vector",
+    "matrix",
+    "inference",
+    "training",
+    "weight",
+    "gradient",
+    "precision",
+    "quantized",
+    "parallel",
+    "schedule",
+    "replica",
+    "deploy",
+    "serve",
+    "fast",
+    "reliable",
+    "simple",
+    "open",
+    "efficient",
+    "careful",
+    "clear",
+    "useful",
+    "small",
+    "large",
+    "bright",
+    "quiet",
+    "is",
+    "are",
+    "was",
+    "runs",
+    "holds",
+    "moves",
+    "builds",
+    "reads",
+    "writes",
+    "keeps",
+    "shows",
+    "makes",
+    "takes",
+    "gives",
+    "finds",
+    "and",
+    "or",
+    "but",
+    "so",
+    "then",
+    "with",
+    "for",
+    "from",
+    "into",
+    "over",
+    "under",
+    "across",
+    "between",
+    "within",
+    "without",
+]
+MIN_LENGTH, MAX_LENGTH = 12, 96
+
+
+def _rng(job: GenerationJob, index: int) -> random.Random:
+    if job.temperature == 0 or job.seed is not None:
+        material = f"{job.model}\x00{job.prompt}\x00{job.seed}\x00{index}".encode()
+        return random.Random(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
+    return random.Random()
+
+
+def _tokens(rng: random.Random, top_p: float) -> Iterator[str]:
+    """An endless run of sentences as tokens: 'Word', ' word', …, '.', ' Word', …"""
+    vocabulary = VOCABULARY[: max(1, round(len(VOCABULARY) * top_p))]
+    first = True
+    while True:
+        for position in range(rng.randint(5, 14)):
+            word = rng.choice(vocabulary)
+            if position == 0:
+                word = word[0].upper() + word[1:]
+            yield word if first else f" {word}"
+            first = False
+        yield "."
+
+
+class SimulatedEngine:
+    name = "simulated"
+
+    async def generate(self, job: GenerationJob) -> AsyncIterator[TokenEvent]:
+        profile = GPU_PROFILES.get(job.gpu_profile) or GPU_PROFILES["A100-80GB"]
+        instant = settings.SIMULATED_ENGINE_INSTANT
+        # Each choice ends naturally at the first full stop after its drawn length.
+        choices = []
+        for index in range(job.n):
+            rng = _rng(job, index)
+            choices.append((index, rng.randint(MIN_LENGTH, MAX_LENGTH), _tokens(rng, job.top_p)))
+        if not instant:
+            await asyncio.sleep(profile.time_to_first_token(job.parameters_billion, job.prompt_tokens))
+        interval = 1.0 / profile.tokens_per_second(job.parameters_billion)
+        produced = [0] * job.n
+        last = [""] * job.n
+        while len(job.finished) < job.n:
+            for index, length, tokens in choices:
+                if index in job.finished:
+                    continue
+                if produced[index] >= length and last[index] == ".":
+                    job.finished.add(index)
+                    yield TokenEvent(index, None)
+                    continue
+                last[index] = next(tokens)
+                produced[index] += 1
+                yield TokenEvent(index, last[index])
+            if not instant:
+                await asyncio.sleep(interval)

@@ -1,0 +1,248 @@
+"""The view side of a request: enqueue it, relay the worker's output, meter it once.
+
+:class:`InferenceCall` opens a reply channel on the Channels layer, enqueues the generation task
+on the deployment's Celery queue, waits for a worker to pick it up, then either streams the output
+as server-sent events or collects it into one response. Whatever happens, it writes the request's
+usage record exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import HttpRequest
+
+from deployments.models import CatalogModel, Deployment
+from gpucloud.openai_errors import ApiError, service_unavailable
+from inference import replies
+from inference.engines import GenerationJob
+from inference.services import usage_record
+from inference.tasks import generate_task
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_FINGERPRINT = "fp_gpucloud"
+
+
+def _sse(data: dict | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+class UsageMeter:
+    """Collects what one request used and writes its usage record exactly once."""
+
+    def __init__(self, request: HttpRequest, endpoint: str) -> None:
+        self.request = request
+        self.endpoint = endpoint
+        self.started = time.monotonic()
+        self.first_token_at: float | None = None
+        self.model: CatalogModel | None = None
+        self.model_name = ""
+        self.deployment = ""
+        self.worker = ""
+        self.stream = False
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self._recorded = False
+
+    def mark_first_token(self) -> None:
+        if self.first_token_at is None:
+            self.first_token_at = time.monotonic()
+
+    async def record(self, status_code: int, error_code: str | None = None) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        api_key = self.request.api_key
+        cost = self.model.cost(self.prompt_tokens, self.completion_tokens) if self.model else 0
+        ttft = None if self.first_token_at is None else round((self.first_token_at - self.started) * 1000)
+        try:
+            await sync_to_async(usage_record)(
+                request_id=self.request.request_id,
+                user_id=api_key.user_id,
+                api_key=api_key,
+                endpoint=self.endpoint,
+                model=self.model_name,
+                deployment=self.deployment,
+                worker=self.worker,
+                stream=self.stream,
+                status_code=status_code,
+                error_code=error_code or "",
+                prompt_tokens=self.prompt_tokens,
+                completion_tokens=self.completion_tokens,
+                latency_ms=round((time.monotonic() - self.started) * 1000),
+                time_to_first_token_ms=ttft,
+                cost=cost,
+            )
+        except Exception:  # metering must never turn a served request into a failure
+            logger.exception("Could not record usage for %s", self.request.request_id)
+
+
+class InferenceCall:
+    """One generation request on its way through the queue to a worker and back."""
+
+    def __init__(self, meter: UsageMeter, deployment: Deployment, job: GenerationJob) -> None:
+        self.meter = meter
+        self.deployment = deployment
+        self.job = job
+        self.layer = get_channel_layer()
+        self.channel = ""
+        self.usage: dict | None = None
+
+    async def submit(self) -> None:
+        """Enqueue the job and wait until a worker starts it; 503 if none does in time."""
+        self.channel = await self.layer.new_channel(prefix="inference.reply.")
+        payload = {**asdict(self.job), "engine": self.deployment.engine}
+        payload.pop("finished")
+        await sync_to_async(generate_task.apply_async, thread_sensitive=False)(
+            args=(payload, self.channel), queue=self.deployment.queue_name
+        )
+        message = await self._receive(settings.INFERENCE_QUEUE_TIMEOUT, waiting_for_worker=True)
+        if message["type"] != replies.START:
+            raise ApiError("The worker sent an unexpected reply.", status=502, type="server_error", code="bad_gateway")
+        self.meter.worker = message["worker"]
+
+    async def _receive(self, wait: float, waiting_for_worker: bool = False) -> dict:
+        try:
+            message = await asyncio.wait_for(self.layer.receive(self.channel), wait)
+        except TimeoutError:
+            await sync_to_async(replies.request_cancel)(self.job.request_id)
+            if waiting_for_worker:
+                raise service_unavailable(
+                    f"No GPU worker picked up the request within {wait:.0f}s: the deployment "
+                    f"'{self.deployment.name}' has no free worker. Retry later.",
+                    code="no_worker_available",
+                ) from None
+            raise ApiError(
+                f"The GPU worker stopped sending output for {wait:.0f}s.",
+                status=504,
+                type="server_error",
+                code="worker_timeout",
+            ) from None
+        if message["type"] == replies.ERROR:
+            raise ApiError(message["message"], status=502, type="server_error", code=message["code"])
+        return message
+
+    async def events(self) -> AsyncIterator[dict]:
+        """Yield the worker's output events until it is done; then ``self.usage`` is set."""
+        while True:
+            message = await self._receive(settings.INFERENCE_STREAM_TIMEOUT)
+            if message["type"] == replies.DONE:
+                self.usage = message["usage"]
+                self.meter.prompt_tokens = self.usage["prompt_tokens"]
+                self.meter.completion_tokens = self.usage["completion_tokens"]
+                return
+            self.meter.mark_first_token()
+            for event in message["events"]:
+                yield event
+
+    async def cancel(self) -> None:
+        await sync_to_async(replies.request_cancel)(self.job.request_id)
+
+
+class ChatCompletion:
+    """Shapes a call's output as an OpenAI chat completion, whole or as a stream of chunks."""
+
+    def __init__(self, call: InferenceCall, model: str, include_usage: bool) -> None:
+        self.call = call
+        self.model = model
+        self.include_usage = include_usage
+        self.id = f"chatcmpl-{call.meter.request.request_id.removeprefix('req_')}"
+        self.created = int(time.time())
+
+    async def collect(self) -> dict:
+        texts = [""] * self.call.job.n
+        reasons: list[str | None] = [None] * self.call.job.n
+        try:
+            async for event in self.call.events():
+                texts[event["i"]] += event["t"]
+                if event["f"]:
+                    reasons[event["i"]] = event["f"]
+        except ApiError as error:
+            await self.call.meter.record(error.status, error.code)
+            raise
+        await self.call.meter.record(200)
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": [
+                {
+                    "index": index,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": reasons[index] or "stop",
+                }
+                for index, text in enumerate(texts)
+            ],
+            "usage": self.call.usage,
+        }
+
+    def _chunk(self, choices: list[dict]) -> dict:
+        chunk = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+        }
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Server-sent events: role chunks, content deltas, finish chunks, usage, ``[DONE]``."""
+        meter = self.call.meter
+        status, error_code = 200, None
+        try:
+            yield _sse(
+                self._chunk(
+                    [
+                        {
+                            "index": i,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                        for i in range(self.call.job.n)
+                    ]
+                )
+            )
+            try:
+                async for event in self.call.events():
+                    if event["t"]:
+                        delta = {
+                            "index": event["i"],
+                            "delta": {"content": event["t"]},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                        yield _sse(self._chunk([delta]))
+                    if event["f"]:
+                        end = {"index": event["i"], "delta": {}, "logprobs": None, "finish_reason": event["f"]}
+                        yield _sse(self._chunk([end]))
+            except ApiError as error:
+                status, error_code = error.status, error.code
+                yield _sse(error.as_dict())
+            else:
+                if self.include_usage:
+                    yield _sse({**self._chunk([]), "usage": self.call.usage})
+            yield _sse("[DONE]")
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away: stop the worker, and meter what was produced so far.
+            status, error_code = 499, "client_closed_request"
+            await asyncio.shield(self.call.cancel())
+            raise
+        finally:
+            await asyncio.shield(meter.record(status, error_code))

@@ -1,0 +1,93 @@
+"""The OpenAI-compatible API: ``/v1/models`` and ``/v1/chat/completions``."""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from accounts.auth import api_key_required
+from accounts.models import ApiKey
+from deployments.models import CatalogModel
+from deployments.selectors import running_deployment_for, servable_models
+from gpucloud.openai_errors import ApiError, invalid_request, model_not_found, service_unavailable
+from inference.engines import GenerationJob
+from inference.relay import ChatCompletion, InferenceCall, UsageMeter
+from inference.tokens import count_chat_tokens
+from inference.validation import parse_chat_request
+
+
+def _model_object(model: CatalogModel) -> dict:
+    return {
+        "id": model.model_id,
+        "object": "model",
+        "created": int(model.created_at.timestamp()),
+        "owned_by": model.owned_by,
+    }
+
+
+@api_key_required(ApiKey.Scope.INFERENCE)
+async def models_list(request):
+    models = [model async for model in servable_models()]
+    return JsonResponse({"object": "list", "data": [_model_object(m) for m in models]})
+
+
+@api_key_required(ApiKey.Scope.INFERENCE)
+async def models_detail(request, model_id: str):
+    model = await servable_models().filter(model_id=model_id).afirst()
+    if model is None:
+        raise model_not_found(model_id)
+    return JsonResponse(_model_object(model))
+
+
+@csrf_exempt
+@api_key_required(ApiKey.Scope.INFERENCE, methods=("POST",))
+async def chat_completions(request):
+    meter = UsageMeter(request, endpoint="chat.completions")
+    try:
+        chat = parse_chat_request(request.body)
+        meter.model_name, meter.stream = chat.model, chat.stream
+        model, deployment = await sync_to_async(running_deployment_for)(chat.model)
+        if model is None:
+            raise model_not_found(chat.model)
+        if deployment is None:
+            raise service_unavailable(
+                f"The model '{chat.model}' has no running deployment right now. Retry later.", code="model_not_ready"
+            )
+        meter.model, meter.deployment = model, deployment.name
+        meter.prompt_tokens = count_chat_tokens(chat.messages)
+        room = model.context_length - meter.prompt_tokens
+        if room < (chat.max_tokens or 1):
+            raise invalid_request(
+                f"This model's maximum context length is {model.context_length} tokens; your messages take "
+                f"{meter.prompt_tokens} and you asked for {chat.max_tokens or 1} more. Shorten the messages "
+                "or lower max_tokens.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        job = GenerationJob(
+            request_id=request.request_id,
+            model=model.model_id,
+            parameters_billion=float(model.parameters_billion),
+            gpu_profile=deployment.gpu_profile,
+            prompt="\n".join(f"{m['role']}: {m['content']}" for m in chat.messages),
+            prompt_tokens=meter.prompt_tokens,
+            max_tokens=chat.max_tokens or room,
+            temperature=chat.temperature,
+            top_p=chat.top_p,
+            n=chat.n,
+            stop=chat.stop,
+            seed=chat.seed,
+        )
+        call = InferenceCall(meter, deployment, job)
+        await call.submit()
+    except ApiError as error:
+        await meter.record(error.status, error.code)
+        raise
+    completion = ChatCompletion(call, model.model_id, include_usage=chat.include_usage)
+    if chat.stream:
+        response = StreamingHttpResponse(completion.stream(), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+    return JsonResponse(await completion.collect())
