@@ -26,6 +26,7 @@ from inference import replies
 from inference.engines import GenerationJob
 from inference.services import usage_record
 from inference.tasks import generate_task
+from inference.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ class InferenceCall:
                 return
             self.meter.mark_first_token()
             for event in message["events"]:
+                # Provisional count, so a request cut short is still metered; "done" corrects it.
+                self.meter.completion_tokens += count_tokens(event["t"])
                 yield event
 
     async def cancel(self) -> None:

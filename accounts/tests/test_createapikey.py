@@ -1,0 +1,73 @@
+"""The ``createapikey`` management command."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from accounts.models import ApiKey
+from accounts.services import api_key_lookup
+
+pytestmark = pytest.mark.django_db
+
+
+def createapikey(*args) -> tuple[str, str]:
+    stdout, stderr = StringIO(), StringIO()
+    call_command("createapikey", *args, stdout=stdout, stderr=stderr)
+    return stdout.getvalue(), stderr.getvalue()
+
+
+def last_line(output: str) -> str:
+    return output.rstrip("\n").splitlines()[-1]
+
+
+def test_it_works(user, catalog, client):
+    stdout, stderr = createapikey("alice", "--name", "ci")
+
+    raw_key = last_line(stdout)
+    api_key = api_key_lookup(raw_key)
+    assert api_key is not None
+    assert api_key.user == user
+    assert api_key.name == "ci"
+    assert api_key.scopes == [ApiKey.Scope.INFERENCE]
+    assert api_key.expires_at is None
+    assert api_key.display_prefix in stderr
+    assert raw_key not in stderr
+    response = client.get("/v1/models", headers={"Authorization": f"Bearer {raw_key}"})
+    assert response.status_code == 200
+
+
+def test_it_honours_rpm_and_scopes(user):
+    stdout, _ = createapikey("alice", "--name", "ops", "--rpm", "7", "--scopes", "management,inference")
+
+    api_key = api_key_lookup(last_line(stdout))
+    assert api_key.rpm == 7
+    assert api_key.scopes == [ApiKey.Scope.MANAGEMENT, ApiKey.Scope.INFERENCE]
+
+
+def test_it_honours_expires_in_days(user):
+    stdout, _ = createapikey("alice", "--name", "tmp", "--expires-in-days", "3")
+
+    api_key = api_key_lookup(last_line(stdout))
+    expected = timezone.now() + timedelta(days=3)
+    assert abs(api_key.expires_at - expected) < timedelta(minutes=1)
+
+
+def test_it_rejects_an_unknown_user(user):
+    with pytest.raises(CommandError, match="nobody"):
+        createapikey("nobody", "--name", "ci")
+    assert not ApiKey.objects.exists()
+
+
+def test_it_rejects_an_unknown_scope(user):
+    with pytest.raises(CommandError, match="superpowers"):
+        createapikey("alice", "--name", "ci", "--scopes", "inference,superpowers")
+    assert not ApiKey.objects.exists()
+
+
+def test_it_rejects_an_rpm_below_one(user):
+    with pytest.raises(CommandError):
+        createapikey("alice", "--name", "ci", "--rpm", "0")
+    assert not ApiKey.objects.exists()

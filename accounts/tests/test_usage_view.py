@@ -1,0 +1,138 @@
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from inference.models import UsageRecord
+
+pytestmark = pytest.mark.django_db
+
+URL = reverse("dashboard:usage")
+
+
+def _record(api_key, model="llama-3.1-8b-instruct", **fields) -> UsageRecord:
+    values = {
+        "request_id": f"req_{uuid.uuid4().hex}",
+        "user": api_key.user,
+        "api_key": api_key,
+        "endpoint": "chat.completions",
+        "model": model,
+        "deployment": model.replace(".", "-"),
+        "worker": "gpuworker-1@test",
+        "status_code": 200,
+        "prompt_tokens": 10,
+        "completion_tokens": 20,
+        "latency_ms": 350,
+        "time_to_first_token_ms": 40,
+        "cost": Decimal("0.00000500"),
+    }
+    values.update(fields)
+    return UsageRecord.objects.create(**values)
+
+
+@pytest.fixture
+def keys(user, make_key):
+    return make_key(user, name="first")[0], make_key(user, name="second")[0]
+
+
+def test_it_requires_login(client):
+    response = client.get(URL)
+    assert response.status_code == 302
+    assert response.url == f"{reverse('login')}?next={URL}"
+
+
+def test_it_works(client, user, keys):
+    first, second = keys
+    _record(first, prompt_tokens=11, completion_tokens=22, worker="gpuworker-7@test")
+    _record(first, model="mistral-7b-instruct-v0.3", prompt_tokens=5, completion_tokens=7)
+    _record(second, status_code=429, prompt_tokens=0, completion_tokens=0, cost=Decimal("0"))
+    client.force_login(user)
+    response = client.get(URL)
+    assert response.status_code == 200
+
+    totals = response.context["totals"]
+    assert totals["requests"] == 3
+    assert totals["prompt_tokens"] == 16
+    assert totals["completion_tokens"] == 29
+    assert totals["cost"] == Decimal("0.00001000")
+    assert {row["model"]: row["requests"] for row in response.context["by_model"]} == {
+        "llama-3.1-8b-instruct": 2,
+        "mistral-7b-instruct-v0.3": 1,
+    }
+
+    content = response.content.decode()
+    assert "mistral-7b-instruct-v0.3" in content
+    assert f"{first.display_prefix}…" in content
+    assert f"{second.display_prefix}…" in content
+    assert "gpuworker-7@test" in content
+    assert ">429<" in content
+    assert reverse("api-usage") in content
+
+
+def test_it_rejects_outsider(client, user, outsider, keys, make_key):
+    outsider_key, _ = make_key(outsider, name="mallory key")
+    _record(keys[0])
+    _record(outsider_key, model="secret-model", worker="mallory-worker")
+    client.force_login(user)
+    response = client.get(URL)
+    assert response.context["totals"]["requests"] == 1
+    content = response.content.decode()
+    assert "secret-model" not in content
+    assert "mallory-worker" not in content
+    assert outsider_key.prefix not in content
+
+
+def test_it_filters_by_model(client, user, keys):
+    _record(keys[0], model="llama-3.1-8b-instruct", worker="llama-worker")
+    _record(keys[0], model="mistral-7b-instruct-v0.3", worker="mistral-worker")
+    client.force_login(user)
+    response = client.get(URL, {"model": "mistral-7b-instruct-v0.3", "days": "7"})
+    assert response.context["totals"]["requests"] == 1
+    assert [r.model for r in response.context["records"]] == ["mistral-7b-instruct-v0.3"]
+    assert b"mistral-worker" in response.content
+    assert b"llama-worker" not in response.content
+
+
+def test_it_filters_by_key(client, user, keys):
+    first, second = keys
+    _record(first, worker="first-worker")
+    _record(second, worker="second-worker")
+    _record(second, worker="second-worker")
+    client.force_login(user)
+    response = client.get(URL, {"key": second.prefix, "days": ""})
+    assert response.context["totals"]["requests"] == 2
+    assert {r.api_key_id for r in response.context["records"]} == {second.pk}
+    assert b"first-worker" not in response.content
+
+
+def test_it_filters_by_days(client, user, keys):
+    old = _record(keys[0], worker="old-worker")
+    UsageRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=10))
+    _record(keys[0], worker="new-worker")
+    client.force_login(user)
+
+    response = client.get(URL)  # the last 7 days by default
+    assert response.context["totals"]["requests"] == 1
+    assert b"old-worker" not in response.content
+
+    response = client.get(URL, {"days": "30"})
+    assert response.context["totals"]["requests"] == 2
+
+
+def test_it_ignores_outsider_key_filter(client, user, outsider, keys, make_key):
+    outsider_key, _ = make_key(outsider)
+    _record(outsider_key)
+    client.force_login(user)
+    response = client.get(URL, {"key": outsider_key.prefix})
+    assert response.status_code == 200
+    assert response.context["totals"]["requests"] == 0
+
+
+def test_it_shows_empty_state(client, user):
+    client.force_login(user)
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert b"No requests match these filters" in response.content
