@@ -18,12 +18,36 @@ from django.conf import settings
 BASE_DIR = Path(__file__).resolve().parent
 
 
+def pytest_configure(config):
+    """Remove a previous run's SQLite test database with its WAL files: Django deletes only the
+    main file, and a stale write-ahead log would bring old rows back into the new database."""
+    test_name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and test_name:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{test_name}{suffix}").unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(request, django_test_environment, django_db_blocker):
+    """Always create the test database: pytest-django creates it only when some collected test
+    asks for ``db``, and a session of live tests alone would otherwise run on the real one."""
+    from django.test.utils import setup_databases, teardown_databases
+
+    with django_db_blocker.unblock():
+        config = setup_databases(verbosity=request.config.option.verbose, interactive=False, aliases={"default"})
+    yield
+    with django_db_blocker.unblock():
+        teardown_databases(config, verbosity=request.config.option.verbose)
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _clean_embedded_redis():
-    """The embedded test Redis belongs to the tests: start each session from an empty one."""
-    if not os.environ.get("REDIS_URL"):
+def _redis():
+    """Start the embedded test Redis (when REDIS_URL is unset), empty, before any test uses it."""
+    if settings.USE_EMBEDDED_REDIS:
+        from gpucloud import embedded_redis
         from gpucloud.redis_client import get_redis
 
+        embedded_redis.ensure_running(settings.EMBEDDED_REDIS_DIR)
         get_redis().flushdb()
 
 
@@ -61,19 +85,45 @@ def catalog():
 
 @dataclass
 class LivePlatform:
+    """Daphne and GPU workers in their own processes, sharing the test database and Redis.
+
+    Its data (the catalog, a join token, ``user``) is committed, so that those processes see it:
+    tests that use it take the ``live`` fixture rather than ``db``.
+    """
+
     url: str
     env: dict
+    join_token: str
+    user: object
     daphne: subprocess.Popen
     workers: list[subprocess.Popen]
 
-    def start_worker(self, name: str) -> subprocess.Popen:
+    def start_worker(self, name: str = "worker", *args: str) -> subprocess.Popen:
         worker = subprocess.Popen(
-            [sys.executable, str(BASE_DIR / "manage.py"), "gpuworker", f"--name={name}", "--loglevel=WARNING"],
+            [
+                sys.executable,
+                str(BASE_DIR / "manage.py"),
+                "gpuworker",
+                f"--server={self.url}",
+                f"--token={self.join_token}",
+                f"--name={name}",
+                "--loglevel=WARNING",
+                *args,
+            ],
             env=self.env,
             cwd=BASE_DIR,
         )
         self.workers.append(worker)
         return worker
+
+    def stop(self, process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if process.poll() is None:
+            process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _free_port() -> int:
@@ -90,31 +140,41 @@ def _database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def _wait_healthy(url: str, processes: list[subprocess.Popen], timeout: float = 60) -> None:
+def wait_for(condition, timeout: float = 30, interval: float = 0.1, message: str = "condition"):
+    """Poll ``condition`` until it returns something truthy; returns that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for process in processes:
-            if process.poll() is not None:
-                raise RuntimeError(f"{process.args} exited with {process.returncode} during start-up")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"The live platform at {url} did not become healthy in {timeout}s")
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"Timed out after {timeout}s waiting for {message}")
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture(scope="session")
-def live_platform(django_db_setup, django_db_blocker):
-    """Daphne and one GPU worker in their own processes, on the test database and Redis."""
+def live_platform(django_db_setup, django_db_blocker, _redis):
+    from django.contrib.auth import get_user_model
+
+    from deployments.fleet import join_token_create
+    from deployments.services import demo_catalog_ensure
+
+    with django_db_blocker.unblock():
+        demo_catalog_ensure()
+        _, join_token = join_token_create(name="tests")
+        user = get_user_model().objects.create_user("live-user", "live@example.com", "live user password")
     port = _free_port()
     env = {
         **os.environ,
         "DATABASE_URL": _database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "SECRET_KEY": settings.SECRET_KEY,
-        "WORKER_PRESENCE_INTERVAL": "0.5",
         "INFERENCE_QUEUE_TIMEOUT": "15",
         "LOG_LEVEL": "WARNING",
     }
@@ -123,23 +183,20 @@ def live_platform(django_db_setup, django_db_blocker):
         env=env,
         cwd=BASE_DIR,
     )
-    platform = LivePlatform(url=f"http://127.0.0.1:{port}", env=env, daphne=daphne, workers=[])
-    platform.start_worker("gpuworker-test-1@localhost")
+    platform = LivePlatform(
+        url=f"http://127.0.0.1:{port}", env=env, join_token=join_token, user=user, daphne=daphne, workers=[]
+    )
+    platform.start_worker("main")
     try:
-        _wait_healthy(platform.url, [daphne, *platform.workers])
+        wait_for(lambda: _healthy(platform.url), timeout=60, message="the live platform to become healthy")
         yield platform
     finally:
-        for process in [daphne, *platform.workers]:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in [daphne, *platform.workers]:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        for process in [*platform.workers, daphne]:
+            platform.stop(process)
 
 
 @pytest.fixture
-def live(live_platform, transactional_db, catalog):
-    """The live platform, with the demo catalog committed where its processes can see it."""
-    return live_platform
+def live(live_platform, django_db_blocker):
+    """The live platform; the test may use the database, and what it writes is committed."""
+    with django_db_blocker.unblock():
+        yield live_platform

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import get_usage
 
 from accounts.models import ApiKey
@@ -109,6 +110,8 @@ def api_key_required(scope: str, methods: tuple[str, ...] = ("GET",)):
     """
 
     def decorator(view):
+        # Clients authenticate with a bearer key, never a cookie: CSRF protection does not apply.
+        @csrf_exempt
         @functools.wraps(view)
         async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
             if request.method not in methods:

@@ -32,7 +32,7 @@ class UsageFilterForm(forms.Form):
 
     key = forms.ChoiceField(required=False)
     model = forms.ChoiceField(required=False)
-    days = forms.ChoiceField(choices=PERIODS, required=False, initial="7")
+    days = forms.ChoiceField(label="Period", choices=PERIODS, required=False, initial="7")
 
     def __init__(self, *args, keys=(), models=(), **kwargs):
         super().__init__(*args, **kwargs)

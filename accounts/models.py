@@ -10,12 +10,20 @@ class ApiKey(models.Model):
         INFERENCE = "inference", "Inference (the OpenAI-compatible API)"
         MANAGEMENT = "management", "Management (usage and fleet APIs)"
 
+    class Priority(models.IntegerChoices):
+        LOW = 0, "Low (batch)"
+        STANDARD = 1, "Standard"
+        HIGH = 2, "High"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     hashed_key = models.CharField(max_length=64, editable=False)
     scopes = models.JSONField(default=list)
     rpm = models.PositiveIntegerField("requests per minute", default=60)
+    priority = models.PositiveSmallIntegerField(
+        choices=Priority.choices, default=Priority.STANDARD, help_text="Waiting requests of higher tiers run first."
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,15 +1,11 @@
 """Creating, authenticating and revoking API keys.
 
-A key looks like ``gpc_<prefix>_<secret>``. The prefix (12 hex characters) is stored in clear to
-find the row; the whole key is stored only as an HMAC-SHA256 under ``API_KEY_HASH_SECRET``, and
-compared in constant time. The plaintext exists only in the return value of :func:`api_key_create`.
+A key looks like ``gpc_<prefix>_<secret>`` (see :mod:`gpucloud.credentials`): only the prefix and
+a keyed hash are stored. The plaintext exists only in the return value of :func:`api_key_create`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -19,12 +15,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import ApiKey
+from gpucloud.credentials import matches, new_credential, split_credential
 
-KEY_PREFIX = "gpc_"
-
-
-def hash_key(raw_key: str) -> str:
-    return hmac.new(settings.API_KEY_HASH_SECRET.encode(), raw_key.encode(), hashlib.sha256).hexdigest()
+KIND = "gpc"
 
 
 def parse_scopes(scopes: Iterable[str]) -> list[str]:
@@ -59,32 +52,26 @@ def api_key_create(
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError("The expiry must be in the future.")
     scopes = parse_scopes(scopes)
-    while True:
-        prefix = secrets.token_hex(6)
-        if not ApiKey.objects.filter(prefix=prefix).exists():
-            break
-    raw_key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    credential = new_credential(KIND)
     api_key = ApiKey.objects.create(
         user=user,
         name=name.strip() or "Unnamed key",
-        prefix=prefix,
-        hashed_key=hash_key(raw_key),
+        prefix=credential.prefix,
+        hashed_key=credential.hashed,
         scopes=scopes,
         rpm=rpm,
         expires_at=expires_at,
     )
-    return api_key, raw_key
+    return api_key, credential.plaintext
 
 
 def api_key_lookup(raw_key: str) -> ApiKey | None:
     """Return the key that ``raw_key`` is, whatever its state, or None if it is no key of ours."""
-    if not raw_key.startswith(KEY_PREFIX):
-        return None
-    prefix, _, secret = raw_key[len(KEY_PREFIX) :].partition("_")
-    if not prefix or not secret:
+    prefix = split_credential(KIND, raw_key)
+    if prefix is None:
         return None
     api_key = ApiKey.objects.select_related("user").filter(prefix=prefix).first()
-    if api_key is None or not hmac.compare_digest(api_key.hashed_key, hash_key(raw_key)):
+    if api_key is None or not matches(raw_key, api_key.hashed_key):
         return None
     return api_key
 

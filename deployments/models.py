@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 
@@ -73,3 +74,56 @@ class Deployment(models.Model):
     @property
     def queue_name(self) -> str:
         return f"deployment.{self.name}"
+
+
+class JoinToken(models.Model):
+    """Lets a GPU host join its machine to the fleet. Stored as a prefix and a keyed hash."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    hashed_token = models.CharField(max_length=64, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="join_tokens"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} (gpcj_{self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class WorkerNode(models.Model):
+    """A GPU machine in the fleet, registered with a join token; it has a credential of its own."""
+
+    class Status(models.TextChoices):
+        ONLINE = "online", "Online"
+        DRAINING = "draining", "Draining"
+        OFFLINE = "offline", "Offline"
+        LEFT = "left", "Left the fleet"
+
+    name = models.CharField(max_length=200)
+    host = models.CharField(max_length=200, blank=True)
+    engine = models.CharField(max_length=20, choices=Engine.choices, default=Engine.SIMULATED)
+    slots = models.PositiveIntegerField(default=8, help_text="Requests the node runs at once.")
+    gpus = models.JSONField(default=list, help_text="[{index, name, memory_total_mb}]")
+    join_token = models.ForeignKey(JoinToken, null=True, on_delete=models.SET_NULL, related_name="nodes")
+    credential_prefix = models.CharField(max_length=16, unique=True, editable=False)
+    hashed_credential = models.CharField(max_length=64, editable=False)
+    credential_revoked_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OFFLINE, db_index=True)
+    registered_at = models.DateTimeField(auto_now_add=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    telemetry = models.JSONField(default=dict, blank=True, help_text="The last heartbeat's figures.")
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name

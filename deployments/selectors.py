@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from deployments.models import CatalogModel, Deployment
+from deployments.models import CatalogModel, Deployment, WorkerNode
 
 
 def servable_models() -> QuerySet[CatalogModel]:
@@ -23,3 +23,55 @@ def running_deployment_for(model_id: str) -> tuple[CatalogModel | None, Deployme
 
 def running_queue_names() -> list[str]:
     return [d.queue_name for d in Deployment.objects.filter(status=Deployment.Status.RUNNING)]
+
+
+def queue_depth(queue_name: str) -> int:
+    """Requests waiting in a deployment's queue, over all its priority lists."""
+    from django.conf import settings
+
+    from gpucloud.redis_client import get_redis
+
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    keys = [queue_name if p == 0 else f"{queue_name}{options['sep']}{p}" for p in options["priority_steps"]]
+    pipe = get_redis().pipeline()
+    for key in keys:
+        pipe.llen(key)
+    return sum(pipe.execute())
+
+
+def queue_depths() -> list[dict]:
+    return [
+        {"deployment": d.name, "model": d.model.model_id, "queue": d.queue_name, "waiting": queue_depth(d.queue_name)}
+        for d in Deployment.objects.filter(status=Deployment.Status.RUNNING).select_related("model")
+    ]
+
+
+def visible_nodes(user) -> QuerySet[WorkerNode]:
+    """Staff see the whole fleet; a GPU host sees the nodes joined with its own tokens."""
+    nodes = WorkerNode.objects.select_related("join_token")
+    return nodes if user.is_staff else nodes.filter(join_token__created_by=user)
+
+
+def node_summary(node: WorkerNode) -> dict:
+    from deployments.fleet import node_effective_status
+
+    telemetry = node.telemetry or {}
+    return {
+        "id": node.pk,
+        "name": node.name,
+        "host": node.host,
+        "engine": node.engine,
+        "status": node_effective_status(node),
+        "slots": node.slots,
+        "in_flight": telemetry.get("in_flight", 0),
+        "queues": telemetry.get("queues", []),
+        "gpus": telemetry.get("gpus") or node.gpus,
+        "last_heartbeat_at": node.last_heartbeat_at.isoformat() if node.last_heartbeat_at else None,
+        "registered_at": node.registered_at.isoformat(),
+    }
+
+
+def fleet_snapshot(user=None) -> dict:
+    nodes = visible_nodes(user) if user is not None else WorkerNode.objects.all()
+    summaries = [node_summary(n) for n in nodes.exclude(status=WorkerNode.Status.LEFT)]
+    return {"nodes": summaries, "queues": queue_depths()}

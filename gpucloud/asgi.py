@@ -8,16 +8,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpucloud.settings")
 django_asgi_app = get_asgi_application()  # set up Django before importing anything that uses models
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+from deployments.routing import websocket_urlpatterns  # noqa: E402
 
 # Daphne serves no files itself; SERVE_STATIC=false leaves them to a front proxy.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        "websocket": AllowedHostsOriginValidator(URLRouter([])),
-    }
-)
+application = ProtocolTypeRouter({"http": http_app, "websocket": URLRouter(websocket_urlpatterns)})

@@ -22,7 +22,7 @@ def health(request):
         checks["redis"] = {"ok": False, "error": type(error).__name__}
     try:
         workers = live_workers() if checks["redis"]["ok"] else []
-        checks["workers"] = {"ok": bool(workers), "count": len(workers), "names": [w["name"] for w in workers]}
+        checks["workers"] = {"ok": bool(workers), "count": len(workers), "names": workers}
     except Exception as error:
         checks["workers"] = {"ok": False, "count": 0, "error": type(error).__name__}
     ready = all(check["ok"] for check in checks.values())

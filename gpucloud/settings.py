@@ -116,12 +116,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: broker, channel layer, cache ----------------------------------------------------
 
-REDIS_URL = os.environ.get("REDIS_URL", "")
+# Unset: the embedded Redis on a socket in var/, started by `manage.py runplatform` and the tests.
 EMBEDDED_REDIS_DIR = VAR_DIR / ("redis-test" if TESTING else "redis")
-if not REDIS_URL:
-    from gpucloud import embedded_redis
-
-    REDIS_URL = embedded_redis.ensure_running(EMBEDDED_REDIS_DIR)
+REDIS_URL = os.environ.get("REDIS_URL") or f"unix://{EMBEDDED_REDIS_DIR / 'redis.sock'}"
+USE_EMBEDDED_REDIS = not os.environ.get("REDIS_URL")
 
 CACHES = {
     "default": {
@@ -152,7 +150,16 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_CREATE_MISSING_QUEUES = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# A worker takes a request only when it has a free slot, so waiting requests stay in the shared
+# queue for whichever worker frees up first (and a dead worker holds no unstarted requests).
+CELERY_WORKER_DISABLE_PREFETCH = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", 3600),
+    # Priority lists per queue (0 is served first): key priority tiers map onto these.
+    "queue_order_strategy": "priority",
+    "priority_steps": [0, 3, 6, 9],
+    "sep": ":",
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Auth, API keys and rate limits ---------------------------------------------------------
@@ -190,8 +197,14 @@ INFERENCE_QUEUE_TIMEOUT = envfloat("INFERENCE_QUEUE_TIMEOUT", 30.0)
 INFERENCE_STREAM_TIMEOUT = envfloat("INFERENCE_STREAM_TIMEOUT", 60.0)
 # Make the simulated engine produce tokens without pacing (benchmarks of the gateway itself).
 SIMULATED_ENGINE_INSTANT = envbool("SIMULATED_ENGINE_INSTANT", False)
-# Workers announce themselves in Redis this often; /health counts the live ones.
-WORKER_PRESENCE_INTERVAL = envfloat("WORKER_PRESENCE_INTERVAL", 2.0)
+# GPU workers heartbeat over /ws/workers/ this often; one silent for WORKER_OFFLINE_AFTER seconds
+# is offline, and the requests it was running are dispatched again.
+WORKER_HEARTBEAT_INTERVAL = envfloat("WORKER_HEARTBEAT_INTERVAL", 1.0)
+WORKER_OFFLINE_AFTER = envfloat("WORKER_OFFLINE_AFTER", 3.0)
+# The Redis URL handed to nodes that join (default: REDIS_URL as this server sees it).
+WORKER_REDIS_URL = os.environ.get("WORKER_REDIS_URL") or REDIS_URL
+# How often a request whose worker died is dispatched again before it fails.
+INFERENCE_MAX_ATTEMPTS = envint("INFERENCE_MAX_ATTEMPTS", 3)
 
 # --- Internationalisation and static files --------------------------------------------------
 

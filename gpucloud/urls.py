@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from gpucloud.health import health
+from gpucloud.views import api_not_found
 
 urlpatterns = [
     path("", include("accounts.urls")),
@@ -12,6 +13,9 @@ urlpatterns = [
     path("health", health, name="health"),
     path("v1/", include("inference.urls")),
     path("api/", include("inference.api_urls")),
+    path("api/", include("deployments.api_urls")),
+    # Unknown API URLs get the OpenAI error shape, with DEBUG on or off.
+    re_path(r"^(v1|api)/", api_not_found),
 ]
 
 handler404 = "gpucloud.views.not_found"

@@ -7,11 +7,15 @@ from gpucloud.openai_errors import ApiError, api_error_response
 API_PREFIXES = ("/v1/", "/api/")
 
 
+def api_not_found(request, *args):
+    return api_error_response(
+        ApiError(f"Unknown request URL: {request.method} {request.path}.", status=404, code="unknown_url")
+    )
+
+
 def not_found(request, exception=None):
     if request.path.startswith(API_PREFIXES):
-        return api_error_response(
-            ApiError(f"Unknown request URL: {request.method} {request.path}.", status=404, code="unknown_url")
-        )
+        return api_not_found(request)
     return defaults.page_not_found(request, exception)
 
 

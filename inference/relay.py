@@ -20,10 +20,12 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import HttpRequest
 
+from accounts.models import ApiKey
 from deployments.models import CatalogModel, Deployment
+from deployments.presence import worker_alive
 from gpucloud.openai_errors import ApiError, service_unavailable
 from inference import replies
-from inference.engines import GenerationJob
+from inference.engines import ENGINES, GenerationJob
 from inference.services import usage_record
 from inference.tasks import generate_task
 from inference.tokens import count_tokens
@@ -87,68 +89,158 @@ class UsageMeter:
             logger.exception("Could not record usage for %s", self.request.request_id)
 
 
-class InferenceCall:
-    """One generation request on its way through the queue to a worker and back."""
+class WorkerLost(Exception):
+    """The worker running this request stopped heartbeating."""
 
-    def __init__(self, meter: UsageMeter, deployment: Deployment, job: GenerationJob) -> None:
+
+# Kombu's Redis priorities: 0 is served first. Key tiers map onto them; a request dispatched again
+# after its worker died goes first, since it has waited already.
+PRIORITY_BY_TIER = {ApiKey.Priority.HIGH: 0, ApiKey.Priority.STANDARD: 3, ApiKey.Priority.LOW: 6}
+RETRY_PRIORITY = 0
+LIVENESS_CHECK_SECONDS = 0.5
+
+
+class InferenceCall:
+    """One generation request on its way through the queue to a worker and back.
+
+    If the worker dies mid-request, the request is dispatched again. A deterministic engine
+    (the same seed gives the same text) lets the new worker's output continue exactly where the
+    client's copy ends: the already-delivered prefix of each choice is skipped. With any other
+    engine a non-streamed request starts over, and a stream that has sent text ends with an error.
+    """
+
+    def __init__(
+        self, meter: UsageMeter, deployment: Deployment, job: GenerationJob, *, priority: int, stream: bool
+    ) -> None:
         self.meter = meter
+        self.stream = stream
         self.deployment = deployment
         self.job = job
+        self.priority = priority
+        self.resumable = getattr(ENGINES.get(deployment.engine), "deterministic", False)
         self.layer = get_channel_layer()
         self.channel = ""
+        self.attempt = 0
+        self.inbox: asyncio.Queue[dict] = asyncio.Queue()
+        self.reader: asyncio.Task | None = None
         self.usage: dict | None = None
+        self.delivered = [0] * job.n  # characters of each choice handed to the client
+        self.replay = [0] * job.n  # characters the current attempt will repeat, to skip
 
     async def submit(self) -> None:
         """Enqueue the job and wait until a worker starts it; 503 if none does in time."""
-        self.channel = await self.layer.new_channel(prefix="inference.reply.")
-        payload = {**asdict(self.job), "engine": self.deployment.engine}
+        # The default prefix: channels_redis receives every specific channel of this process from
+        # one Redis key per prefix, under one lock, so a second prefix would starve behind consumers'.
+        self.channel = await self.layer.new_channel()
+        # One reader drains the reply channel into a queue, so waiting with timeouts is cancel-safe.
+        self.reader = asyncio.create_task(self._read())
+        await self._dispatch(self.priority)
+        await self._next(settings.INFERENCE_QUEUE_TIMEOUT, waiting_for_worker=True)
+
+    async def _read(self) -> None:
+        while True:
+            await self.inbox.put(await self.layer.receive(self.channel))
+
+    async def _dispatch(self, priority: int) -> None:
+        self.attempt += 1
+        await sync_to_async(replies.attempt_begin)(self.job.request_id, self.attempt)
+        payload = {**asdict(self.job), "engine": self.deployment.engine, "attempt": self.attempt}
         payload.pop("finished")
         await sync_to_async(generate_task.apply_async, thread_sensitive=False)(
-            args=(payload, self.channel), queue=self.deployment.queue_name
+            args=(payload, self.channel), queue=self.deployment.queue_name, priority=priority
         )
-        message = await self._receive(settings.INFERENCE_QUEUE_TIMEOUT, waiting_for_worker=True)
-        if message["type"] != replies.START:
-            raise ApiError("The worker sent an unexpected reply.", status=502, type="server_error", code="bad_gateway")
-        self.meter.worker = message["worker"]
 
-    async def _receive(self, wait: float, waiting_for_worker: bool = False) -> dict:
-        try:
-            message = await asyncio.wait_for(self.layer.receive(self.channel), wait)
-        except TimeoutError:
-            await sync_to_async(replies.request_cancel)(self.job.request_id)
-            if waiting_for_worker:
-                raise service_unavailable(
-                    f"No GPU worker picked up the request within {wait:.0f}s: the deployment "
-                    f"'{self.deployment.name}' has no free worker. Retry later.",
-                    code="no_worker_available",
-                ) from None
+    async def _next(self, wait: float, waiting_for_worker: bool = False) -> dict:
+        """The current attempt's next message; raises WorkerLost if its worker dies meanwhile."""
+        deadline = time.monotonic() + wait
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await self.cancel()
+                if waiting_for_worker:
+                    raise service_unavailable(
+                        f"No GPU worker picked up the request within {wait:.0f}s: the deployment "
+                        f"'{self.deployment.name}' has no free worker. Retry later.",
+                        code="no_worker_available",
+                    )
+                raise ApiError(
+                    f"The GPU worker stopped sending output for {wait:.0f}s.",
+                    status=504,
+                    type="server_error",
+                    code="worker_timeout",
+                )
+            try:
+                message = await asyncio.wait_for(self.inbox.get(), min(remaining, LIVENESS_CHECK_SECONDS))
+            except TimeoutError:
+                if self.meter.worker and not await sync_to_async(worker_alive)(self.meter.worker):
+                    raise WorkerLost(self.meter.worker) from None
+                continue
+            if message.get("attempt") != self.attempt:
+                continue  # from a worker this request was taken away from
+            if message["type"] == replies.ERROR:
+                await self.close()
+                raise ApiError(message["message"], status=502, type="server_error", code=message["code"])
+            if message["type"] == replies.START:
+                self.meter.worker = message["worker"]
+                if waiting_for_worker:
+                    return message
+                continue
+            return message
+
+    async def _redispatch(self, lost: WorkerLost) -> None:
+        """Dispatch the request again after its worker died, or raise ApiError if that can't be clean."""
+        restart_visible = any(self.delivered) and not self.resumable and self.stream
+        if self.attempt >= settings.INFERENCE_MAX_ATTEMPTS or restart_visible:
+            await self.cancel()
             raise ApiError(
-                f"The GPU worker stopped sending output for {wait:.0f}s.",
-                status=504,
+                f"The GPU worker {lost} serving this request went offline. Please retry.",
+                status=502,
                 type="server_error",
-                code="worker_timeout",
-            ) from None
-        if message["type"] == replies.ERROR:
-            raise ApiError(message["message"], status=502, type="server_error", code=message["code"])
-        return message
+                code="worker_lost",
+            )
+        logger.warning("Worker %s lost while serving %s; dispatching it again", lost, self.job.request_id)
+        self.meter.worker = ""
+        self.replay = list(self.delivered) if self.resumable else [0] * self.job.n
+        await self._dispatch(RETRY_PRIORITY)
 
     async def events(self) -> AsyncIterator[dict]:
-        """Yield the worker's output events until it is done; then ``self.usage`` is set."""
+        """Yield the output events, once each, until the worker is done; then ``self.usage`` is set."""
         while True:
-            message = await self._receive(settings.INFERENCE_STREAM_TIMEOUT)
+            try:
+                message = await self._next(settings.INFERENCE_STREAM_TIMEOUT)
+            except WorkerLost as lost:
+                await self._redispatch(lost)
+                if not self.resumable and any(self.delivered):
+                    # Not a stream (or _redispatch would have failed): the caller starts over.
+                    self.delivered = [0] * self.job.n
+                    yield {"reset": True}
+                continue
             if message["type"] == replies.DONE:
                 self.usage = message["usage"]
                 self.meter.prompt_tokens = self.usage["prompt_tokens"]
                 self.meter.completion_tokens = self.usage["completion_tokens"]
+                await self.close()
                 return
             self.meter.mark_first_token()
             for event in message["events"]:
+                index, text = event["i"], event["t"]
+                if self.replay[index]:
+                    skipped = min(self.replay[index], len(text))
+                    self.replay[index] -= skipped
+                    text = text[skipped:]
+                self.delivered[index] += len(text)
                 # Provisional count, so a request cut short is still metered; "done" corrects it.
-                self.meter.completion_tokens += count_tokens(event["t"])
-                yield event
+                self.meter.completion_tokens += count_tokens(text)
+                yield {"i": index, "t": text, "f": event["f"]}
 
     async def cancel(self) -> None:
         await sync_to_async(replies.request_cancel)(self.job.request_id)
+        await self.close()
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            self.reader = None
 
 
 class ChatCompletion:
@@ -166,6 +258,9 @@ class ChatCompletion:
         reasons: list[str | None] = [None] * self.call.job.n
         try:
             async for event in self.call.events():
+                if event.get("reset"):
+                    texts, reasons = [""] * self.call.job.n, [None] * self.call.job.n
+                    continue
                 texts[event["i"]] += event["t"]
                 if event["f"]:
                     reasons[event["i"]] = event["f"]

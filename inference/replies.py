@@ -8,7 +8,9 @@ sends, in order:
   batched so a fast engine does not send one message per token;
 * ``inference.done`` -- ``{"usage": {...}}``; or ``inference.error`` -- ``{"message", "code"}``.
 
-A view that loses its client sets a cancel flag in Redis; the worker checks it between batches.
+Every message carries the ``attempt`` it belongs to. The view keeps the request's current attempt
+in Redis; a worker runs a task only while its attempt is current, so a request dispatched again
+after its worker died (or cancelled because the client went away) is never run twice.
 """
 
 from __future__ import annotations
@@ -18,38 +20,48 @@ import time
 from gpucloud.redis_client import get_redis
 
 START, EVENTS, DONE, ERROR = "inference.start", "inference.events", "inference.done", "inference.error"
-CANCEL_TTL_SECONDS = 600
+STATE_TTL_SECONDS = 6 * 3600
+CANCELLED = 0
 
 
-def _cancel_key(request_id: str) -> str:
-    return f"gpucloud:cancel:{request_id}"
+def _state_key(request_id: str) -> str:
+    return f"gpucloud:request:{request_id}"
+
+
+def attempt_begin(request_id: str, attempt: int) -> None:
+    get_redis().set(_state_key(request_id), attempt, ex=STATE_TTL_SECONDS)
 
 
 def request_cancel(request_id: str) -> None:
-    get_redis().set(_cancel_key(request_id), 1, ex=CANCEL_TTL_SECONDS)
+    attempt_begin(request_id, CANCELLED)
 
 
-def is_cancelled(request_id: str) -> bool:
-    return bool(get_redis().exists(_cancel_key(request_id)))
+def attempt_is_current(request_id: str, attempt: int) -> bool:
+    current = get_redis().get(_state_key(request_id))
+    return current is not None and int(current) == attempt
 
 
 class RequestCancelled(Exception):
-    """The client went away; the worker stops generating."""
+    """The client went away, or the request was dispatched again elsewhere: stop generating."""
 
 
 class ReplySender:
     """Worker side: batches output events and sends them to the view's reply channel."""
 
-    def __init__(self, layer, channel: str, request_id: str, flush_interval: float = 0.03) -> None:
+    def __init__(self, layer, channel: str, request_id: str, attempt: int, flush_interval: float = 0.03) -> None:
         self.layer = layer
         self.channel = channel
         self.request_id = request_id
+        self.attempt = attempt
         self.flush_interval = flush_interval
         self.pending: list[dict] = []
         self.last_flush = time.monotonic()
 
     async def start(self, worker: str) -> None:
-        await self.layer.send(self.channel, {"type": START, "worker": worker})
+        await self._send({"type": START, "worker": worker})
+
+    async def _send(self, message: dict) -> None:
+        await self.layer.send(self.channel, {**message, "attempt": self.attempt})
 
     async def emit(self, index: int, text: str, finish_reason: str | None) -> None:
         self.pending.append({"i": index, "t": text, "f": finish_reason})
@@ -59,14 +71,14 @@ class ReplySender:
     async def flush(self) -> None:
         if self.pending:
             events, self.pending = self.pending, []
-            await self.layer.send(self.channel, {"type": EVENTS, "events": events})
+            await self._send({"type": EVENTS, "events": events})
         self.last_flush = time.monotonic()
-        if is_cancelled(self.request_id):
+        if not attempt_is_current(self.request_id, self.attempt):
             raise RequestCancelled(self.request_id)
 
     async def done(self, usage: dict) -> None:
         await self.flush()
-        await self.layer.send(self.channel, {"type": DONE, "usage": usage})
+        await self._send({"type": DONE, "usage": usage})
 
     async def error(self, message: str, code: str) -> None:
-        await self.layer.send(self.channel, {"type": ERROR, "message": message, "code": code})
+        await self._send({"type": ERROR, "message": message, "code": code})

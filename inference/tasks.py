@@ -10,7 +10,8 @@ from channels.layers import get_channel_layer
 
 from inference.engines import GenerationJob, UnknownEngine, get_engine
 from inference.generation import generate
-from inference.replies import ReplySender, RequestCancelled, is_cancelled
+from inference.replies import ReplySender, RequestCancelled, attempt_is_current
+from inference.worker import node_name
 
 logger = logging.getLogger(__name__)
 
@@ -18,10 +19,11 @@ logger = logging.getLogger(__name__)
 async def run_generation(job_data: dict, reply_channel: str, worker: str) -> None:
     """Run one request on this worker and send its output to ``reply_channel``."""
     job = GenerationJob.from_dict(job_data)
-    if is_cancelled(job.request_id):
-        logger.info("Skipping %s: the client went away before it started", job.request_id)
+    attempt = job_data["attempt"]
+    if not attempt_is_current(job.request_id, attempt):
+        logger.info("Skipping %s: cancelled, or dispatched again elsewhere", job.request_id)
         return
-    sender = ReplySender(get_channel_layer(), reply_channel, job.request_id)
+    sender = ReplySender(get_channel_layer(), reply_channel, job.request_id, attempt)
     await sender.start(worker)
     try:
         engine = get_engine(job_data["engine"])
@@ -34,7 +36,7 @@ async def run_generation(job_data: dict, reply_channel: str, worker: str) -> Non
             }
         )
     except RequestCancelled:
-        logger.info("Stopped %s: the client went away", job.request_id)
+        logger.info("Stopped %s: cancelled, or dispatched again elsewhere", job.request_id)
     except UnknownEngine as error:
         await sender.error(str(error), "engine_unavailable")
     except Exception:
@@ -44,4 +46,4 @@ async def run_generation(job_data: dict, reply_channel: str, worker: str) -> Non
 
 @shared_task(name="inference.generate", bind=True)
 def generate_task(self, job: dict, reply_channel: str) -> None:
-    asyncio.run(run_generation(job, reply_channel, worker=self.request.hostname or "unknown"))
+    asyncio.run(run_generation(job, reply_channel, worker=node_name() or self.request.hostname))

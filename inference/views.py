@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
+
 from asgiref.sync import sync_to_async
 from django.http import JsonResponse, StreamingHttpResponse
-from django.views.decorators.csrf import csrf_exempt
 
 from accounts.auth import api_key_required
 from accounts.models import ApiKey
@@ -12,7 +13,7 @@ from deployments.models import CatalogModel
 from deployments.selectors import running_deployment_for, servable_models
 from gpucloud.openai_errors import ApiError, invalid_request, model_not_found, service_unavailable
 from inference.engines import GenerationJob
-from inference.relay import ChatCompletion, InferenceCall, UsageMeter
+from inference.relay import PRIORITY_BY_TIER, ChatCompletion, InferenceCall, UsageMeter
 from inference.tokens import count_chat_tokens
 from inference.validation import parse_chat_request
 
@@ -40,7 +41,6 @@ async def models_detail(request, model_id: str):
     return JsonResponse(_model_object(model))
 
 
-@csrf_exempt
 @api_key_required(ApiKey.Scope.INFERENCE, methods=("POST",))
 async def chat_completions(request):
     meter = UsageMeter(request, endpoint="chat.completions")
@@ -77,9 +77,12 @@ async def chat_completions(request):
             top_p=chat.top_p,
             n=chat.n,
             stop=chat.stop,
-            seed=chat.seed,
+            # A seed even when the client gave none: the text stays random per request, and a worker
+            # taking over from a dead one can reproduce it exactly.
+            seed=chat.seed if chat.seed is not None else secrets.randbits(63),
         )
-        call = InferenceCall(meter, deployment, job)
+        priority = PRIORITY_BY_TIER.get(request.api_key.priority, PRIORITY_BY_TIER[ApiKey.Priority.STANDARD])
+        call = InferenceCall(meter, deployment, job, priority=priority, stream=chat.stream)
         await call.submit()
     except ApiError as error:
         await meter.record(error.status, error.code)

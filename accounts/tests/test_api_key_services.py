@@ -15,6 +15,13 @@ from accounts.services import api_key_create, api_key_lookup, api_key_revoke
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # Users are created for every test; the production hasher is slow on purpose.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 KEY_RE = re.compile(r"^gpc_(?P<prefix>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{20,})$")
 
 

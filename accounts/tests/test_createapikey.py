@@ -13,6 +13,12 @@ from accounts.services import api_key_lookup
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # Users are created for every test; the production hasher is slow on purpose.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def createapikey(*args) -> tuple[str, str]:
     stdout, stderr = StringIO(), StringIO()
     call_command("createapikey", *args, stdout=stdout, stderr=stderr)
@@ -53,6 +59,14 @@ def test_it_honours_expires_in_days(user):
     api_key = api_key_lookup(last_line(stdout))
     expected = timezone.now() + timedelta(days=3)
     assert abs(api_key.expires_at - expected) < timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("days", ["0", "-1"])
+def test_it_rejects_an_expiry_that_is_not_in_the_future(user, days):
+    # Asking for a key that expires must never give one that does not.
+    with pytest.raises(CommandError):
+        createapikey("alice", "--name", "tmp", "--expires-in-days", days)
+    assert not ApiKey.objects.exists()
 
 
 def test_it_rejects_an_unknown_user(user):

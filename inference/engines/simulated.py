@@ -18,94 +18,22 @@ from django.conf import settings
 from deployments.gpus import GPU_PROFILES
 from inference.engines.base import GenerationJob, TokenEvent
 
-VOCABULARY = [
-    "the",
-    "a",
-    "model",
-    "token",
-    "GPU",
-    "cloud",
-    "request",
-    "answer",
-    "compute",
-    "memory",
-    "kernel",
-    "tensor",
-    "batch",
-    "layer",
-    "cache",
-    "latency",
-    "throughput",
-    "stream",
-    "queue",
-    "worker",
-    "node",
-    "cluster",
-    "sample",
-    "prompt",
-    "context",
-    "vector",
-    "matrix",
-    "inference",
-    "training",
-    "weight",
-    "gradient",
-    "precision",
-    "quantized",
-    "parallel",
-    "schedule",
-    "replica",
-    "deploy",
-    "serve",
-    "fast",
-    "reliable",
-    "simple",
-    "open",
-    "efficient",
-    "careful",
-    "clear",
-    "useful",
-    "small",
-    "large",
-    "bright",
-    "quiet",
-    "is",
-    "are",
-    "was",
-    "runs",
-    "holds",
-    "moves",
-    "builds",
-    "reads",
-    "writes",
-    "keeps",
-    "shows",
-    "makes",
-    "takes",
-    "gives",
-    "finds",
-    "and",
-    "or",
-    "but",
-    "so",
-    "then",
-    "with",
-    "for",
-    "from",
-    "into",
-    "over",
-    "under",
-    "across",
-    "between",
-    "within",
-    "without",
-]
+VOCABULARY = (
+    "the a model token GPU cloud request answer compute memory kernel tensor batch layer cache "
+    "latency throughput stream queue worker node cluster sample prompt context vector matrix "
+    "inference training weight gradient precision quantized parallel schedule replica deploy "
+    "serve fast reliable simple open efficient careful clear useful small large bright quiet "
+    "is are was runs holds moves builds reads writes keeps shows makes takes gives finds "
+    "and or but so then with for from into over under across between within without"
+).split()
 MIN_LENGTH, MAX_LENGTH = 12, 96
 
 
 def _rng(job: GenerationJob, index: int) -> random.Random:
     if job.temperature == 0 or job.seed is not None:
-        material = f"{job.model}\x00{job.prompt}\x00{job.seed}\x00{index}".encode()
+        # Greedy decoding (temperature 0) ignores the seed; otherwise the seed fixes the sample.
+        seed = None if job.temperature == 0 else job.seed
+        material = f"{job.model}\x00{job.prompt}\x00{seed}\x00{index}".encode()
         return random.Random(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
     return random.Random()
 
@@ -126,6 +54,8 @@ def _tokens(rng: random.Random, top_p: float) -> Iterator[str]:
 
 class SimulatedEngine:
     name = "simulated"
+    # The same job (with a seed) gives the same text: another worker can take over mid-stream.
+    deterministic = True
 
     async def generate(self, job: GenerationJob) -> AsyncIterator[TokenEvent]:
         profile = GPU_PROFILES.get(job.gpu_profile) or GPU_PROFILES["A100-80GB"]

@@ -73,7 +73,7 @@ def test_it_handles_multiple_stops():
 def test_it_stops_at_the_earliest_stop():
     # The later-listed stop occurs first in the text.
     assert StopMatcher(["world", "lo"]).feed("hello world") == ("hel", True)
-    assert feed_all(StopMatcher(["cd", "abcdef"]), ["ab", "cdef"]) == ("ab", True)
+    assert feed_all(StopMatcher(["world", "lo"]), ["hel", "lo wor", "ld"]) == ("hel", True)
 
 
 def test_it_flushes_held_text_at_the_end():
@@ -162,6 +162,19 @@ def test_it_stops_at_a_stop_sequence():
     assert outcome.texts[0] == full[: full.index(stop)]
     assert stop not in outcome.texts[0]
     assert outcome.result.completion_tokens < count_tokens(full)
+
+
+def test_it_releases_held_back_text_when_no_stop_comes():
+    full = run(job(seed=11)).texts[0]
+    never = "no such sequence"
+
+    natural = run(job(seed=11, stop=[never]))
+    cut = run(job(seed=11, stop=[never], max_tokens=7))
+
+    assert natural.texts[0] == full
+    assert natural.result.finish_reasons == {0: "stop"}
+    assert cut.texts[0] == run(job(seed=11, max_tokens=7)).texts[0]
+    assert cut.result.finish_reasons == {0: "length"}
 
 
 def test_it_gives_the_earliest_of_several_stops():

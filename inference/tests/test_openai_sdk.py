@@ -18,8 +18,8 @@ HELLO = [{"role": "user", "content": "Say hello to the GPU cloud."}]
 
 
 @pytest.fixture
-def key(live, user, make_key):
-    return make_key(user, rpm=1000)
+def key(live, make_key):
+    return make_key(live.user, rpm=1000)
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_chat_completion_works(client, key):
         completion.usage.prompt_tokens,
         12,
     )
-    assert record.worker == "gpuworker-test-1@localhost"
+    assert record.worker.startswith("main-")
     assert record.latency_ms > 0
     assert record.cost > 0
 
@@ -125,8 +125,8 @@ def test_the_async_client_works(live, key):
     assert streamed
 
 
-def test_bad_keys_raise_authentication_error(live, user, make_key):
-    api_key, raw = make_key(user)
+def test_bad_keys_raise_authentication_error(live, make_key):
+    api_key, raw = make_key(live.user)
     client = openai.OpenAI(base_url=f"{live.url}/v1", api_key=raw, max_retries=0)
     client.models.list()
 
@@ -155,8 +155,8 @@ def test_invalid_values_raise_bad_request_error(client):
     assert set(error.value.body) == {"message", "type", "param", "code"}
 
 
-def test_exceeding_the_key_rpm_raises_rate_limit_error(live, user, make_key):
-    _, raw = make_key(user, rpm=2)
+def test_exceeding_the_key_rpm_raises_rate_limit_error(live, make_key):
+    _, raw = make_key(live.user, rpm=2)
     client = openai.OpenAI(base_url=f"{live.url}/v1", api_key=raw, max_retries=0)
     client.models.list()
     client.models.list()
@@ -168,7 +168,7 @@ def test_exceeding_the_key_rpm_raises_rate_limit_error(live, user, make_key):
     assert error.value.response.headers["x-ratelimit-remaining-requests"] == "0"
 
 
-def test_every_request_is_metered_exactly_once(client):
+def test_every_request_is_metered_exactly_once(client, key):
     ids = []
     for stream in (False, True, False):
         raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=HELLO, max_tokens=4, stream=stream)
@@ -178,7 +178,7 @@ def test_every_request_is_metered_exactly_once(client):
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="no-such-model", messages=HELLO)
 
-    records = UsageRecord.objects.order_by("created_at")
+    records = UsageRecord.objects.filter(api_key=key[0]).order_by("created_at")
     assert [r.request_id for r in records][:3] == ids
     assert len(set(records.values_list("request_id", flat=True))) == records.count() == 4
     assert [r.status_code for r in records] == [200, 200, 200, 404]

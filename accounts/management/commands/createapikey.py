@@ -28,7 +28,7 @@ class Command(BaseCommand):
             user = User.objects.get(**{User.USERNAME_FIELD: username})
         except User.DoesNotExist:
             raise CommandError(f"No user named '{username}'. Create one with: manage.py createsuperuser") from None
-        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days else None
+        expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
         try:
             api_key, raw_key = api_key_create(
                 user=user, name=name, scopes=scopes.split(","), rpm=rpm, expires_at=expires_at

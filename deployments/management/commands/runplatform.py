@@ -18,7 +18,11 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from deployments.fleet import JOIN_TOKEN_KIND, join_token_create
+from deployments.models import JoinToken
 from deployments.services import demo_catalog_ensure
+from gpucloud import embedded_redis
+from gpucloud.credentials import matches, split_credential
 
 DEMO_ADMIN = "admin"
 
@@ -32,24 +36,20 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=int(os.environ.get("GPU_WORKERS", "1")))
 
     def handle(self, *args, host, port, workers, **options):
+        if settings.USE_EMBEDDED_REDIS:
+            embedded_redis.ensure_running(settings.EMBEDDED_REDIS_DIR)
         call_command("migrate", interactive=False, verbosity=0)
         deployments = demo_catalog_ensure()
         username, password = self.ensure_demo_admin()
+        join_token = self.ensure_local_join_token()
 
         env = {**os.environ, "REDIS_URL": settings.REDIS_URL}
         manage = str(settings.BASE_DIR / "manage.py")
-        children = [
-            subprocess.Popen(
-                [sys.executable, manage, "gpuworker", f"--name=gpuworker-{i + 1}@{os.uname().nodename}"], env=env
-            )
-            for i in range(workers)
-        ]
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "gpucloud.asgi:application"], env=env
-            )
-        )
         base = f"http://{host}:{port}"
+        daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "gpucloud.asgi:application"]
+        # Local workers join the fleet like any other machine: with a join token.
+        worker = [sys.executable, manage, "gpuworker", f"--server={base}", f"--token={join_token}", "--name=local"]
+        children = [subprocess.Popen(daphne, env=env)] + [subprocess.Popen(worker, env=env) for _ in range(workers)]
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nGPU Cloud is starting at {base}/  ({workers} GPU worker(s), Redis at {settings.REDIS_URL})"
@@ -74,6 +74,20 @@ class Command(BaseCommand):
         credentials.chmod(0o600)
         return DEMO_ADMIN, password
 
+    def ensure_local_join_token(self) -> str:
+        """The join token of this machine's own workers, kept in var/ (not in git) and reused."""
+        path = settings.VAR_DIR / "local-join-token.txt"
+        if path.exists():
+            plaintext = path.read_text().strip()
+            prefix = split_credential(JOIN_TOKEN_KIND, plaintext)
+            token = JoinToken.objects.filter(prefix=prefix, revoked_at__isnull=True).first() if prefix else None
+            if token is not None and matches(plaintext, token.hashed_token):
+                return plaintext
+        _, plaintext = join_token_create(name="Local workers (runplatform)")
+        path.write_text(plaintext + "\n")
+        path.chmod(0o600)
+        return plaintext
+
     def supervise(self, children: list[subprocess.Popen]) -> None:
         stopping = False
 
@@ -96,9 +110,7 @@ class Command(BaseCommand):
                     child.wait(timeout=max(deadline - time.monotonic(), 0.1))
                 except subprocess.TimeoutExpired:
                     child.kill()
-            if not os.environ.get("REDIS_URL"):
-                from gpucloud import embedded_redis
-
+            if settings.USE_EMBEDDED_REDIS:
                 embedded_redis.stop(settings.EMBEDDED_REDIS_DIR)
         if not stopping:
             failed = [child.args[2] if len(child.args) > 2 else child.args for child in children if child.poll()]
