@@ -23,3 +23,4 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/gateway.py
+	$(PY) bench/fleet.py

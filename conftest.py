@@ -116,6 +116,22 @@ class LivePlatform:
         self.workers.append(worker)
         return worker
 
+    def node(self, worker_name: str):
+        """The newest WorkerNode registered by a worker started as ``worker_name``."""
+        from deployments.models import WorkerNode
+
+        return WorkerNode.objects.filter(name__startswith=f"{worker_name}-").order_by("-pk").first()
+
+    def wait_serving(self, worker_name: str, timeout: float = 30):
+        """Wait until the worker has joined, heartbeats, and consumes its assigned queues."""
+        from deployments.fleet import node_assignment
+
+        def serving():
+            node = self.node(worker_name)
+            return node if node and node.telemetry.get("queues") == node_assignment(node) else None
+
+        return wait_for(serving, timeout=timeout, message=f"worker {worker_name} to serve its queues")
+
     def stop(self, process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if process.poll() is None:
             process.send_signal(sig)
@@ -168,7 +184,10 @@ def live_platform(django_db_setup, django_db_blocker, _redis):
     with django_db_blocker.unblock():
         demo_catalog_ensure()
         _, join_token = join_token_create(name="tests")
-        user = get_user_model().objects.create_user("live-user", "live@example.com", "live user password")
+        # Staff: it sees the whole fleet in the monitoring API.
+        user = get_user_model().objects.create_user(
+            "live-user", "live@example.com", "live user password", is_staff=True
+        )
     port = _free_port()
     env = {
         **os.environ,
@@ -189,6 +208,8 @@ def live_platform(django_db_setup, django_db_blocker, _redis):
     platform.start_worker("main")
     try:
         wait_for(lambda: _healthy(platform.url), timeout=60, message="the live platform to become healthy")
+        with django_db_blocker.unblock():
+            platform.wait_serving("main")
         yield platform
     finally:
         for process in [*platform.workers, daphne]:
@@ -200,3 +221,18 @@ def live(live_platform, django_db_blocker):
     """The live platform; the test may use the database, and what it writes is committed."""
     with django_db_blocker.unblock():
         yield live_platform
+
+
+@pytest.fixture
+def fleet(live):
+    """The live platform with no worker: the test starts its own, and they are stopped after it.
+    The shared worker comes back afterwards for the other live tests."""
+    for worker in live.workers:
+        live.stop(worker)
+    live.workers.clear()
+    yield live
+    for worker in live.workers:
+        live.stop(worker, signal.SIGKILL)
+    live.workers.clear()
+    live.start_worker("main")
+    live.wait_serving("main")

@@ -26,6 +26,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "display_prefix",
         "scopes",
         "rpm",
+        "priority",
         "expires_at",
         "revoked_at",
         "created_at",

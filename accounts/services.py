@@ -43,6 +43,7 @@ def api_key_create(
     scopes: Iterable[str] = (ApiKey.Scope.INFERENCE,),
     rpm: int | None = None,
     expires_at: datetime | None = None,
+    priority: int = ApiKey.Priority.STANDARD,
 ) -> tuple[ApiKey, str]:
     """Create a key for ``user``; returns the row and the plaintext key, which is never stored."""
     if rpm is None:
@@ -61,6 +62,7 @@ def api_key_create(
         scopes=scopes,
         rpm=rpm,
         expires_at=expires_at,
+        priority=priority,
     )
     return api_key, credential.plaintext
 

@@ -1,6 +1,14 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import Count
 
-from deployments.models import CatalogModel, Deployment
+from deployments.fleet import (
+    JOIN_TOKEN_KIND,
+    NODE_CREDENTIAL_KIND,
+    join_token_revoke,
+    node_credential_revoke,
+    node_effective_status,
+)
+from deployments.models import CatalogModel, Deployment, JoinToken, WorkerNode
 
 
 class DeploymentInline(admin.TabularInline):
@@ -30,3 +38,118 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_display = ["name", "model", "engine", "gpu_profile", "replicas", "status", "created_at"]
     list_filter = ["status", "engine", "gpu_profile"]
     search_fields = ["name", "model__model_id"]
+
+
+class WorkerNodeInline(admin.TabularInline):
+    model = WorkerNode
+    extra = 0
+    fields = ["name", "host", "status", "registered_at", "credential_revoked_at"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(JoinToken)
+class JoinTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "display_prefix", "created_by", "created_at", "node_count", "state"]
+    list_filter = ["revoked_at", "created_at"]
+    search_fields = ["name", "prefix", "created_by__username"]
+    # The hash is never shown: it is not the token and is of no use to an operator.
+    fields = ["name", "display_prefix", "created_by", "created_at", "revoked_at"]
+    readonly_fields = ["display_prefix", "created_by", "created_at", "revoked_at"]
+    inlines = [WorkerNodeInline]
+    actions = ["revoke"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("created_by").annotate(node_count=Count("nodes"))
+
+    @admin.display(description="token")
+    def display_prefix(self, obj: JoinToken) -> str:
+        return f"{JOIN_TOKEN_KIND}_{obj.prefix}…"
+
+    @admin.display(description="nodes joined", ordering="node_count")
+    def node_count(self, obj: JoinToken) -> int:
+        return obj.node_count
+
+    @admin.display(description="state")
+    def state(self, obj: JoinToken) -> str:
+        return "active" if obj.is_active else "revoked"
+
+    def has_add_permission(self, request) -> bool:
+        # Tokens are created on the Fleet page or with manage.py createjointoken, where the token is shown once.
+        return False
+
+    @admin.action(description="Revoke selected join tokens", permissions=["change"])
+    def revoke(self, request, queryset):
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        for token in tokens:
+            join_token_revoke(token=token)
+        self.message_user(request, f"Revoked {len(tokens)} join token(s).", messages.SUCCESS)
+
+
+@admin.register(WorkerNode)
+class WorkerNodeAdmin(admin.ModelAdmin):
+    list_display = ["name", "host", "effective_status", "slots", "joined_with", "last_heartbeat_at", "credential"]
+    list_filter = ["status", "engine", "credential_revoked_at"]
+    search_fields = ["name", "host", "credential_prefix"]
+    # Nodes are written by the fleet (registration, heartbeats), so the page is read-only: an operator
+    # revokes a node's credential with the action, or deletes a node that left. The hash is never shown.
+    fields = [
+        "name",
+        "host",
+        "effective_status",
+        "engine",
+        "slots",
+        "gpus",
+        "join_token",
+        "display_credential",
+        "credential_revoked_at",
+        "registered_at",
+        "last_heartbeat_at",
+        "telemetry",
+    ]
+    readonly_fields = fields
+    actions = ["revoke_credential"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("join_token")
+
+    @admin.display(description="status")
+    def effective_status(self, obj: WorkerNode) -> str:
+        return WorkerNode.Status(node_effective_status(obj)).label
+
+    @admin.display(description="credential")
+    def display_credential(self, obj: WorkerNode) -> str:
+        return f"{NODE_CREDENTIAL_KIND}_{obj.credential_prefix}…"
+
+    @admin.display(description="joined with", ordering="join_token__name")
+    def joined_with(self, obj: WorkerNode) -> str:
+        return obj.join_token.name if obj.join_token else "-"
+
+    @admin.display(description="credential")
+    def credential(self, obj: WorkerNode) -> str:
+        return "revoked" if obj.credential_revoked_at else "active"
+
+    def has_add_permission(self, request) -> bool:
+        # Nodes join with a join token (manage.py gpuworker), which gives them their credential.
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    @admin.action(description="Revoke credential of selected nodes", permissions=["revoke"])
+    def revoke_credential(self, request, queryset):
+        nodes = list(queryset.filter(credential_revoked_at__isnull=True))
+        for node in nodes:
+            node_credential_revoke(node=node)
+        self.message_user(
+            request,
+            f"Revoked the credential of {len(nodes)} node(s). They are refused at their next heartbeat.",
+            messages.SUCCESS,
+        )

@@ -7,6 +7,7 @@ from gpucloud.views import api_not_found
 
 urlpatterns = [
     path("", include("accounts.urls")),
+    path("fleet/", include("deployments.urls")),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

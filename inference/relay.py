@@ -144,6 +144,7 @@ class InferenceCall:
     async def _dispatch(self, priority: int) -> None:
         self.attempt += 1
         await sync_to_async(replies.attempt_begin)(self.job.request_id, self.attempt)
+        self.job.fast_forward = list(self.replay)
         payload = {**asdict(self.job), "engine": self.deployment.engine, "attempt": self.attempt}
         payload.pop("finished")
         await sync_to_async(generate_task.apply_async, thread_sensitive=False)(

@@ -23,6 +23,9 @@ class GenerationJob:
     n: int = 1
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # Characters of each choice the client already has (a re-dispatched request): an engine that
+    # reproduces them may produce them without pacing.
+    fast_forward: list[int] = field(default_factory=list)
     # Choices that are complete; engines skip them (the runner ends a choice on stop or length).
     finished: set[int] = field(default_factory=set)
 

@@ -69,6 +69,8 @@ class SimulatedEngine:
             await asyncio.sleep(profile.time_to_first_token(job.parameters_billion, job.prompt_tokens))
         interval = 1.0 / profile.tokens_per_second(job.parameters_billion)
         produced = [0] * job.n
+        chars = [0] * job.n
+        replay = job.fast_forward or [0] * job.n
         last = [""] * job.n
         while len(job.finished) < job.n:
             for index, length, tokens in choices:
@@ -80,6 +82,9 @@ class SimulatedEngine:
                     continue
                 last[index] = next(tokens)
                 produced[index] += 1
+                chars[index] += len(last[index])
                 yield TokenEvent(index, last[index])
-            if not instant:
+            # Text the client already has (after a worker failure) is produced at once.
+            catching_up = all(chars[i] < replay[i] for i in range(job.n) if i not in job.finished)
+            if not instant and not catching_up:
                 await asyncio.sleep(interval)

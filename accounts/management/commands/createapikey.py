@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from accounts.models import ApiKey
 from accounts.services import api_key_create
 
 
@@ -20,9 +21,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--scopes", default="inference", help="Comma-separated: inference, management (default: inference)."
         )
+        parser.add_argument(
+            "--priority",
+            choices=[label.split()[0].lower() for label in ApiKey.Priority.labels],
+            default="standard",
+            help="Priority tier: waiting requests of higher tiers run first (default standard).",
+        )
         parser.add_argument("--expires-in-days", type=int, default=None, help="Make the key expire after N days.")
 
-    def handle(self, *args, username, name, rpm, scopes, expires_in_days, **options):
+    def handle(self, *args, username, name, rpm, scopes, priority, expires_in_days, **options):
         User = get_user_model()
         try:
             user = User.objects.get(**{User.USERNAME_FIELD: username})
@@ -31,7 +38,12 @@ class Command(BaseCommand):
         expires_at = timezone.now() + timedelta(days=expires_in_days) if expires_in_days is not None else None
         try:
             api_key, raw_key = api_key_create(
-                user=user, name=name, scopes=scopes.split(","), rpm=rpm, expires_at=expires_at
+                user=user,
+                name=name,
+                scopes=scopes.split(","),
+                rpm=rpm,
+                expires_at=expires_at,
+                priority=ApiKey.Priority[priority.upper()],
             )
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
