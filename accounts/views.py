@@ -49,12 +49,15 @@ def keys_list(request):
                 form = ApiKeyCreateForm()
     keys = request.user.api_keys.all()
     # The new key is rendered in this response only: it is never stored, so it cannot be shown again.
-    return render(
+    response = render(
         request,
         "accounts/keys.html",
         {"form": form, "keys": keys, "new_key": new_key, "base_url": request.build_absolute_uri("/v1")},
         status=400 if request.method == "POST" and new_key is None else 200,
     )
+    if new_key:
+        response["Cache-Control"] = "no-store"  # the key must not linger in a cache
+    return response
 
 
 @login_required

@@ -1,6 +1,6 @@
 """Benchmark the GPU fleet: dispatch across workers, detecting dead workers, recovering their requests.
 
-Each part starts its own private platform (bench/platform.py: Daphne, then GPU workers joined with a
+Each part starts its own private platform (bench/harness.py: Daphne, then GPU workers joined with a
 join token; SQLite and an embedded Redis in var/bench/, or DATABASE_URL/REDIS_URL if set).
 
 a. Dispatch: with 1, 2 and 4 workers (--slots each) and the instant engine, N non-streaming
@@ -17,14 +17,14 @@ c. Recovery: 2 workers on the paced engine; streaming requests with explicit see
     .venv/bin/python bench/fleet.py [--parts abc] [--workers 1,2,4] [--slots 8] [--requests 400]
 """
 
-# ruff: noqa: E402 -- sys.path is fixed before the imports: bench/platform.py would shadow the stdlib's.
+# ruff: noqa: E402 -- the project root goes on sys.path before the project's imports.
 from __future__ import annotations
 
 import os
 import sys
 
 _BASE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [_BASE_DIR, *(p for p in sys.path if os.path.abspath(p or ".") != os.path.join(_BASE_DIR, "bench"))]
+sys.path.insert(0, _BASE_DIR)
 
 import argparse
 import asyncio
@@ -35,8 +35,8 @@ import statistics
 import time
 from dataclasses import dataclass
 
+from bench.harness import Platform, Worker, embedded_redis_running, exit_on_sigterm, setup_django
 from bench.load import Sample, chat, chat_body, chat_stream, client_for, run_load
-from bench.platform import Platform, Worker, embedded_redis_running, exit_on_sigterm, setup_django
 
 FAST_MODEL = "llama-3.1-8b-instruct"
 # The slowest demo deployment (72B on an H100 profile: about 15 tokens/s), so that requests are

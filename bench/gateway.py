@@ -1,6 +1,6 @@
 """Benchmark the gateway's own cost: non-streaming chat requests against an instant engine.
 
-Starts a private platform (bench/platform.py: SQLite and an embedded Redis in var/bench/, or
+Starts a private platform (bench/harness.py: SQLite and an embedded Redis in var/bench/, or
 DATABASE_URL/REDIS_URL if set; Daphne, then GPU workers joined with a join token) with
 SIMULATED_ENGINE_INSTANT=true, then sends requests at concurrency 1 and 32 and prints p50/p95
 latency and requests per second.
@@ -8,20 +8,20 @@ latency and requests per second.
     .venv/bin/python bench/gateway.py [--requests 400] [--workers 1] [--slots 32] [--max-tokens 16]
 """
 
-# ruff: noqa: E402 -- sys.path is fixed before the imports: bench/platform.py would shadow the stdlib's.
+# ruff: noqa: E402 -- the project root goes on sys.path before the project's imports.
 from __future__ import annotations
 
 import os
 import sys
 
 _BASE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:] = [_BASE_DIR, *(p for p in sys.path if os.path.abspath(p or ".") != os.path.join(_BASE_DIR, "bench"))]
+sys.path.insert(0, _BASE_DIR)
 
 import argparse
 import asyncio
 
+from bench.harness import Platform, embedded_redis_running, exit_on_sigterm, setup_django
 from bench.load import chat_body, run_load
-from bench.platform import Platform, embedded_redis_running, exit_on_sigterm, setup_django
 
 MODEL = "llama-3.1-8b-instruct"
 

@@ -62,6 +62,7 @@ def node_summary(node: WorkerNode) -> dict:
         "host": node.host,
         "engine": node.engine,
         "status": node_effective_status(node),
+        "credential_revoked": node.credential_revoked_at is not None,
         "slots": node.slots,
         "in_flight": telemetry.get("in_flight", 0),
         "queues": telemetry.get("queues", []),

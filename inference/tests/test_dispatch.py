@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from accounts.models import ApiKey
+from conftest import wait_for
 from inference.models import UsageRecord
 
 pytestmark = pytest.mark.live
@@ -92,7 +93,12 @@ def test_a_higher_tier_is_served_before_lower_ones_already_waiting(fleet, make_k
     blocker = _in_background(lambda: _chat(fleet, low, 150, order, "blocker"))
     time.sleep(0.5)  # the blocker now holds the only slot
     lows = _in_background(*[lambda i=i: _chat(fleet, low, 20, order, f"low-{i}") for i in range(3)])
-    time.sleep(0.5)  # the low-tier requests are waiting in the queue
+
+    def waiting() -> int:
+        queues = httpx.get(f"{fleet.url}/api/queues", headers={"Authorization": f"Bearer {low}"}, timeout=5).json()
+        return {q["model"]: q["waiting"] for q in queues["data"]}[MODEL]
+
+    wait_for(lambda: waiting() == 3, timeout=10, message="the low-tier requests to wait in the queue")
     highs = _in_background(lambda: _chat(fleet, high, 20, order, "high"))
     for thread in blocker + lows + highs:
         thread.join(timeout=60)

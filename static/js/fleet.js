@@ -86,11 +86,13 @@
       el(
         "td",
         { class: "actions-cell" },
-        el(
-          "a",
-          { class: "link-danger nowrap", href: revokeUrl.replace("/0/revoke/", "/" + node.id + "/revoke/") },
-          "Revoke credential"
-        )
+        node.credential_revoked
+          ? el("span", { class: "muted nowrap" }, "credential revoked")
+          : el(
+              "a",
+              { class: "link-danger nowrap", href: revokeUrl.replace("/0/revoke/", "/" + node.id + "/revoke/") },
+              "Revoke credential"
+            )
       )
     );
   }

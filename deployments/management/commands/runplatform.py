@@ -49,7 +49,8 @@ class Command(BaseCommand):
         daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "gpucloud.asgi:application"]
         # Local workers join the fleet like any other machine: with a join token.
         worker = [sys.executable, manage, "gpuworker", f"--server={base}", f"--token={join_token}", "--name=local"]
-        children = [subprocess.Popen(daphne, env=env)] + [subprocess.Popen(worker, env=env) for _ in range(workers)]
+        server = subprocess.Popen(daphne, env=env)
+        gpu_workers = [subprocess.Popen(worker, env=env) for _ in range(workers)]
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nGPU Cloud is starting at {base}/  ({workers} GPU worker(s), Redis at {settings.REDIS_URL})"
@@ -58,7 +59,7 @@ class Command(BaseCommand):
         self.stdout.write(f"  Dashboard login: {username} / {password}")
         self.stdout.write(f"  Models: {', '.join(d.model.model_id for d in deployments)}")
         self.stdout.write(f"  Health: {base}/health    Admin: {base}/admin/    Stop with Ctrl-C.\n")
-        self.supervise(children)
+        self.supervise(server, gpu_workers)
 
     def ensure_demo_admin(self) -> tuple[str, str]:
         """Create the demo admin on first run; its generated password is kept in var/ (not in git)."""
@@ -88,7 +89,9 @@ class Command(BaseCommand):
         path.chmod(0o600)
         return plaintext
 
-    def supervise(self, children: list[subprocess.Popen]) -> None:
+    def supervise(self, server: subprocess.Popen, workers: list[subprocess.Popen]) -> None:
+        """Run until interrupted or until Daphne exits. A worker that stops (its credential
+        revoked, say) is reported; the platform goes on serving with the others."""
         stopping = False
 
         def stop(signum, frame):
@@ -97,22 +100,31 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        running = list(workers)
         try:
-            while not stopping and all(child.poll() is None for child in children):
+            while not stopping and server.poll() is None:
+                for worker in [w for w in running if w.poll() is not None]:
+                    running.remove(worker)
+                    self.stderr.write(f"A GPU worker exited with {worker.returncode}; {len(running)} still running.")
                 time.sleep(0.5)
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 30
-            for child in children:
-                try:
-                    child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            # Workers first: they drain and leave the fleet while the server can still hear them.
+            self.terminate(running, timeout=30)
+            self.terminate([server], timeout=10)
             if settings.USE_EMBEDDED_REDIS:
                 embedded_redis.stop(settings.EMBEDDED_REDIS_DIR)
         if not stopping:
-            failed = [child.args[2] if len(child.args) > 2 else child.args for child in children if child.poll()]
-            self.stderr.write(f"A platform process exited ({failed}); stopped the others.")
+            self.stderr.write(f"Daphne exited with {server.returncode}; stopped the platform.")
             sys.exit(1)
+
+    @staticmethod
+    def terminate(processes: list[subprocess.Popen], timeout: float) -> None:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for process in processes:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                process.kill()

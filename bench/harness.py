@@ -14,10 +14,6 @@ stops only the processes it started (by their Popen handles), so both are safe n
 people's test runs and platforms on this machine.
 
 Run one benchmark at a time: each run recreates the SQLite database in ``var/bench/``.
-
-This module is imported as ``bench.platform``: a script in ``bench/`` must first replace its own
-folder on ``sys.path`` with the project's (see :func:`fix_sys_path`), or this file would shadow the
-standard library's ``platform`` module.
 """
 
 from __future__ import annotations
@@ -44,14 +40,6 @@ LOG_DIR = VAR_DIR / "logs"
 MODELS = ("llama-3.1-8b-instruct", "mistral-7b-instruct-v0.3", "qwen2.5-72b-instruct")
 
 
-def fix_sys_path() -> None:
-    """Put the project first on sys.path instead of ``bench/`` (which holds a ``platform.py``)."""
-    bench_dir = str(BASE_DIR / "bench")
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != bench_dir]
-    if str(BASE_DIR) not in sys.path:
-        sys.path.insert(0, str(BASE_DIR))
-
-
 def setup_django() -> None:
     """Configure Django for the benchmark process itself, on the benchmarks' own var dir.
 
@@ -65,7 +53,6 @@ def setup_django() -> None:
             (VAR_DIR / f"db.sqlite3{suffix}").unlink(missing_ok=True)
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpucloud.settings")
-    fix_sys_path()
     import django
 
     django.setup()
