@@ -27,6 +27,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "scopes",
         "rpm",
         "priority",
+        "allowed_models",
         "expires_at",
         "revoked_at",
         "created_at",

@@ -3,6 +3,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from accounts.models import ApiKey
+from deployments.models import CatalogModel
 
 
 class ApiKeyCreateForm(forms.Form):
@@ -13,12 +14,24 @@ class ApiKeyCreateForm(forms.Form):
     scopes = forms.MultipleChoiceField(
         choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[ApiKey.Scope.INFERENCE]
     )
+    allowed_models = forms.MultipleChoiceField(
+        label="Allowed models (optional)",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Leave all unchecked to allow every model.",
+    )
     expires_at = forms.DateTimeField(
         label="Expires (optional)",
         required=False,
         widget=forms.DateTimeInput(attrs={"type": "datetime-local"}),
         help_text="Leave empty for a key that does not expire.",
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["allowed_models"].choices = [
+            (model_id, model_id) for model_id in CatalogModel.objects.values_list("model_id", flat=True)
+        ]
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data["expires_at"]

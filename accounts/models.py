@@ -24,6 +24,9 @@ class ApiKey(models.Model):
     priority = models.PositiveSmallIntegerField(
         choices=Priority.choices, default=Priority.STANDARD, help_text="Waiting requests of higher tiers run first."
     )
+    allowed_models = models.JSONField(
+        default=list, blank=True, help_text="Model ids this key may use; empty allows every model."
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -56,3 +59,6 @@ class ApiKey(models.Model):
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+    def may_use(self, model_id: str) -> bool:
+        return not self.allowed_models or model_id in self.allowed_models

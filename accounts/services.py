@@ -15,6 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import ApiKey
+from deployments.models import CatalogModel
 from gpucloud.credentials import matches, new_credential, split_credential
 
 KIND = "gpc"
@@ -44,6 +45,7 @@ def api_key_create(
     rpm: int | None = None,
     expires_at: datetime | None = None,
     priority: int = ApiKey.Priority.STANDARD,
+    allowed_models: Iterable[str] = (),
 ) -> tuple[ApiKey, str]:
     """Create a key for ``user``; returns the row and the plaintext key, which is never stored."""
     if rpm is None:
@@ -53,6 +55,12 @@ def api_key_create(
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError("The expiry must be in the future.")
     scopes = parse_scopes(scopes)
+    allowed_models = sorted(set(allowed_models))
+    unknown = set(allowed_models) - set(
+        CatalogModel.objects.filter(model_id__in=allowed_models).values_list("model_id", flat=True)
+    )
+    if unknown:
+        raise ValidationError(f"Unknown model '{sorted(unknown)[0]}' in the allowed models.")
     credential = new_credential(KIND)
     api_key = ApiKey.objects.create(
         user=user,
@@ -63,6 +71,7 @@ def api_key_create(
         rpm=rpm,
         expires_at=expires_at,
         priority=priority,
+        allowed_models=allowed_models,
     )
     return api_key, credential.plaintext
 

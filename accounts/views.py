@@ -42,6 +42,7 @@ def keys_list(request):
                     scopes=form.cleaned_data["scopes"],
                     rpm=form.cleaned_data["rpm"],
                     expires_at=form.cleaned_data["expires_at"],
+                    allowed_models=form.cleaned_data["allowed_models"],
                 )
             except ValidationError as error:
                 form.add_error(None, error)

@@ -8,7 +8,12 @@ from deployments.fleet import (
     node_credential_revoke,
     node_effective_status,
 )
-from deployments.models import CatalogModel, Deployment, JoinToken, WorkerNode
+from deployments.models import CatalogModel, Deployment, JoinToken, ModelAlias, WorkerNode
+
+
+class ModelAliasInline(admin.TabularInline):
+    model = ModelAlias
+    extra = 1
 
 
 class DeploymentInline(admin.TabularInline):
@@ -27,10 +32,11 @@ class CatalogModelAdmin(admin.ModelAdmin):
         "price_input_per_million",
         "price_output_per_million",
         "default_engine",
+        "task",
     ]
-    list_filter = ["family", "default_engine"]
-    search_fields = ["model_id", "family"]
-    inlines = [DeploymentInline]
+    list_filter = ["family", "default_engine", "task"]
+    search_fields = ["model_id", "family", "aliases__alias"]
+    inlines = [ModelAliasInline, DeploymentInline]
 
 
 @admin.register(Deployment)

@@ -11,6 +11,11 @@ class Engine(models.TextChoices):
     SIMULATED = "simulated", "Simulated (paced like a GPU, deterministic)"
 
 
+class Task(models.TextChoices):
+    CHAT = "chat", "Chat and text completion"
+    EMBEDDING = "embedding", "Embeddings"
+
+
 class CatalogModel(models.Model):
     """A model that can be deployed, with its size and price."""
 
@@ -35,6 +40,13 @@ class CatalogModel(models.Model):
         "price per million output tokens (USD)", max_digits=10, decimal_places=4, default=Decimal("0")
     )
     default_engine = models.CharField(max_length=20, choices=Engine.choices, default=Engine.SIMULATED)
+    task = models.CharField(max_length=20, choices=Task.choices, default=Task.CHAT)
+    memory_gb = models.JSONField(
+        "memory need by precision (GB)",
+        default=dict,
+        blank=True,
+        help_text='GPU memory for weights and a working KV cache, e.g. {"fp16": 17.5, "int8": 9.5, "int4": 5.5}.',
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -48,6 +60,20 @@ class CatalogModel(models.Model):
         return (
             self.price_input_per_million * prompt_tokens + self.price_output_per_million * completion_tokens
         ) / Decimal(1_000_000)
+
+
+class ModelAlias(models.Model):
+    """Another name clients may use for a model (e.g. "llama3" for "llama-3.1-8b-instruct")."""
+
+    alias = models.CharField(max_length=200, unique=True)
+    model = models.ForeignKey(CatalogModel, on_delete=models.CASCADE, related_name="aliases")
+
+    class Meta:
+        ordering = ["alias"]
+        verbose_name_plural = "model aliases"
+
+    def __str__(self) -> str:
+        return f"{self.alias} → {self.model.model_id}"
 
 
 class Deployment(models.Model):

@@ -12,9 +12,16 @@ def servable_models() -> QuerySet[CatalogModel]:
     return CatalogModel.objects.filter(deployments__status=Deployment.Status.RUNNING).distinct()
 
 
-def running_deployment_for(model_id: str) -> tuple[CatalogModel | None, Deployment | None]:
-    """The catalog entry for ``model_id`` and a running deployment of it (either may be None)."""
-    model = CatalogModel.objects.filter(model_id=model_id).first()
+def resolve_model(name: str) -> CatalogModel | None:
+    """The catalog model a client means by ``name``: its id or one of its aliases."""
+    return (
+        CatalogModel.objects.filter(model_id=name).first() or CatalogModel.objects.filter(aliases__alias=name).first()
+    )
+
+
+def running_deployment_for(name: str) -> tuple[CatalogModel | None, Deployment | None]:
+    """The catalog model ``name`` resolves to and a running deployment of it (either may be None)."""
+    model = resolve_model(name)
     if model is None:
         return None, None
     deployment = model.deployments.filter(status=Deployment.Status.RUNNING).order_by("created_at").first()

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from deployments.models import CatalogModel, Deployment, Engine
+from deployments.models import CatalogModel, Deployment, Engine, ModelAlias
 
 # The demo catalog: enough to make a call the moment the platform is up.
 DEMO_CATALOG = [
@@ -20,6 +20,8 @@ DEMO_CATALOG = [
         "price_input_per_million": Decimal("0.10"),
         "price_output_per_million": Decimal("0.20"),
         "gpu_profile": "A100-80GB",
+        "memory_gb": {"fp16": 17.5, "int8": 9.5, "int4": 5.5},
+        "aliases": ["llama-3.1-8b"],
     },
     {
         "model_id": "mistral-7b-instruct-v0.3",
@@ -31,6 +33,8 @@ DEMO_CATALOG = [
         "price_input_per_million": Decimal("0.08"),
         "price_output_per_million": Decimal("0.15"),
         "gpu_profile": "RTX-4090-24GB",
+        "memory_gb": {"fp16": 16.0, "int8": 8.5, "int4": 5.0},
+        "aliases": ["mistral-7b"],
     },
     {
         "model_id": "qwen2.5-72b-instruct",
@@ -42,6 +46,8 @@ DEMO_CATALOG = [
         "price_input_per_million": Decimal("0.90"),
         "price_output_per_million": Decimal("0.90"),
         "gpu_profile": "H100-80GB",
+        "memory_gb": {"fp16": 150.0, "int8": 78.0, "int4": 42.0},
+        "aliases": ["qwen2.5-72b"],
     },
 ]
 
@@ -54,7 +60,10 @@ def demo_catalog_ensure() -> list[Deployment]:
         fields = dict(entry)
         model_id = fields.pop("model_id")
         gpu_profile = fields.pop("gpu_profile")
+        aliases = fields.pop("aliases")
         model, _ = CatalogModel.objects.get_or_create(model_id=model_id, defaults=fields)
+        for alias in aliases:
+            ModelAlias.objects.get_or_create(alias=alias, defaults={"model": model})
         deployment, _ = Deployment.objects.get_or_create(
             name=model_id.replace(".", "-").replace("/", "-"),
             defaults={"model": model, "engine": Engine.SIMULATED, "gpu_profile": gpu_profile},

@@ -10,7 +10,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 from accounts.auth import api_key_required
 from accounts.models import ApiKey
 from deployments.models import CatalogModel
-from deployments.selectors import running_deployment_for, servable_models
+from deployments.selectors import resolve_model, running_deployment_for, servable_models
 from gpucloud.openai_errors import ApiError, invalid_request, model_not_found, service_unavailable
 from inference.engines import GenerationJob
 from inference.relay import PRIORITY_BY_TIER, ChatCompletion, InferenceCall, UsageMeter
@@ -29,16 +29,29 @@ def _model_object(model: CatalogModel) -> dict:
 
 @api_key_required(ApiKey.Scope.INFERENCE)
 async def models_list(request):
-    models = [model async for model in servable_models()]
+    models = [model async for model in servable_models() if request.api_key.may_use(model.model_id)]
     return JsonResponse({"object": "list", "data": [_model_object(m) for m in models]})
 
 
 @api_key_required(ApiKey.Scope.INFERENCE)
 async def models_detail(request, model_id: str):
-    model = await servable_models().filter(model_id=model_id).afirst()
-    if model is None:
+    model = await sync_to_async(resolve_model)(model_id)
+    servable = model is not None and await servable_models().filter(pk=model.pk).aexists()
+    if not servable or not request.api_key.may_use(model.model_id):
         raise model_not_found(model_id)
     return JsonResponse(_model_object(model))
+
+
+def check_model_access(api_key: ApiKey, model: CatalogModel) -> None:
+    if not api_key.may_use(model.model_id):
+        raise ApiError(
+            f"This API key may not use the model '{model.model_id}'. Its allowed models are: "
+            f"{', '.join(api_key.allowed_models)}.",
+            status=403,
+            type="permission_error",
+            param="model",
+            code="model_not_allowed",
+        )
 
 
 @api_key_required(ApiKey.Scope.INFERENCE, methods=("POST",))
@@ -50,11 +63,12 @@ async def chat_completions(request):
         model, deployment = await sync_to_async(running_deployment_for)(chat.model)
         if model is None:
             raise model_not_found(chat.model)
+        check_model_access(request.api_key, model)
         if deployment is None:
             raise service_unavailable(
                 f"The model '{chat.model}' has no running deployment right now. Retry later.", code="model_not_ready"
             )
-        meter.model, meter.deployment = model, deployment.name
+        meter.model, meter.model_name, meter.deployment = model, model.model_id, deployment.name
         meter.prompt_tokens = count_chat_tokens(chat.messages)
         room = model.context_length - meter.prompt_tokens
         if room < (chat.max_tokens or 1):

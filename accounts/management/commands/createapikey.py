@@ -27,9 +27,12 @@ class Command(BaseCommand):
             default="standard",
             help="Priority tier: waiting requests of higher tiers run first (default standard).",
         )
+        parser.add_argument(
+            "--models", default="", help="Comma-separated model ids the key may use (default: every model)."
+        )
         parser.add_argument("--expires-in-days", type=int, default=None, help="Make the key expire after N days.")
 
-    def handle(self, *args, username, name, rpm, scopes, priority, expires_in_days, **options):
+    def handle(self, *args, username, name, rpm, scopes, priority, models, expires_in_days, **options):
         User = get_user_model()
         try:
             user = User.objects.get(**{User.USERNAME_FIELD: username})
@@ -44,6 +47,7 @@ class Command(BaseCommand):
                 rpm=rpm,
                 expires_at=expires_at,
                 priority=ApiKey.Priority[priority.upper()],
+                allowed_models=[m.strip() for m in models.split(",") if m.strip()],
             )
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None
