@@ -167,6 +167,26 @@ def wait_for(condition, timeout: float = 30, interval: float = 0.1, message: str
     raise AssertionError(f"Timed out after {timeout}s waiting for {message}")
 
 
+def long_seeds(model: str, messages: list[dict], count: int, min_tokens: int = 100) -> list[int]:
+    """Seeds for which the simulated engine's reply to ``messages`` runs to at least ``min_tokens``
+    (its replies end naturally after 12 to 96 tokens): for tests that need a request to last."""
+    from inference.engines.base import GenerationJob
+    from inference.engines.simulated import MAX_LENGTH, MIN_LENGTH, _rng
+
+    prompt = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+    seeds = []
+    for seed in range(1, 10_000):
+        job = GenerationJob(
+            request_id="", model=model, parameters_billion=1, gpu_profile="", prompt=prompt,
+            prompt_tokens=0, max_tokens=0, seed=seed,
+        )  # fmt: skip
+        if _rng(job, 0).randint(MIN_LENGTH, MAX_LENGTH) >= min(min_tokens, MAX_LENGTH) - 5:
+            seeds.append(seed)
+            if len(seeds) == count:
+                return seeds
+    raise AssertionError("no long seeds found")
+
+
 def _healthy(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=2).status_code == 200

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
+
+PREFIX_RE = re.compile(r"[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,8 @@ def split_credential(kind: str, plaintext: str) -> str | None:
     if not plaintext.startswith(f"{kind}_"):
         return None
     prefix, _, secret = plaintext[len(kind) + 1 :].partition("_")
-    return prefix if prefix and secret else None
+    # Only a well-formed prefix reaches the database (PostgreSQL refuses NUL bytes, for one).
+    return prefix if PREFIX_RE.fullmatch(prefix) and secret else None
 
 
 def matches(plaintext: str, hashed: str) -> bool:

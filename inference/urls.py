@@ -6,4 +6,5 @@ urlpatterns = [
     path("models", views.models_list, name="models-list"),
     path("models/<path:model_id>", views.models_detail, name="models-detail"),
     path("chat/completions", views.chat_completions, name="chat-completions"),
+    path("completions", views.completions, name="completions"),
 ]

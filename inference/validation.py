@@ -140,28 +140,46 @@ def _stop(data: dict) -> list[str]:
     return stop
 
 
-def parse_chat_request(body: bytes) -> ChatRequest:
-    """Validate a ``POST /v1/chat/completions`` body."""
-    data = parse_json_body(body)
-    unknown = sorted(set(data) - CHAT_PARAMS)
-    if unknown:
-        raise invalid_request(f"Unrecognized request argument supplied: {unknown[0]}.", param=unknown[0])
+@dataclass
+class CompletionRequest:
+    model: str
+    prompts: list[str]
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    n: int = 1
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    user: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+    echo: bool = False
 
+
+COMPLETION_PARAMS = {
+    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "user", "stream",
+    "stream_options", "echo", "logprobs", "best_of", "suffix",
+} | ACCEPTED_AND_IGNORED  # fmt: skip
+MAX_PROMPTS = 16
+
+
+def _model(data: dict) -> str:
     model = data.get("model")
     if model is None:
         raise invalid_request("Missing required parameter: 'model'.", param="model")
     if not isinstance(model, str) or not model.strip():
         raise invalid_request("'model' must be a non-empty string.", param="model")
-    messages = _messages(data)
+    return model
 
-    max_tokens = _optional_int(data, "max_tokens", 1)
-    max_completion_tokens = _optional_int(data, "max_completion_tokens", 1)
-    if max_tokens is not None and max_completion_tokens is not None and max_tokens != max_completion_tokens:
-        raise invalid_request(
-            "Set either 'max_tokens' or 'max_completion_tokens', not both with different values.",
-            param="max_completion_tokens",
-        )
 
+def _reject_unknown(data: dict, known: set[str]) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise invalid_request(f"Unrecognized request argument supplied: {unknown[0]}.", param=unknown[0])
+
+
+def _stream(data: dict) -> tuple[bool, bool]:
+    """``stream`` and ``stream_options.include_usage``."""
     stream = data.get("stream", False)
     if stream is None:
         stream = False
@@ -177,33 +195,105 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         include_usage = stream_options.get("include_usage", False)
         if not isinstance(include_usage, bool):
             raise invalid_request("'include_usage' must be a boolean.", param="stream_options.include_usage")
+    return stream, include_usage
 
-    if data.get("logprobs") not in (None, False):
-        raise invalid_request("'logprobs' is not supported by this server.", param="logprobs")
 
+def _sampling(data: dict) -> dict:
+    """The sampling parameters both endpoints share."""
     for penalty in ("frequency_penalty", "presence_penalty"):
         _number(data, penalty, 0.0, -2.0, 2.0)
-
     seed = data.get("seed")
     if seed is not None and not _is_int(seed):
         raise invalid_request("'seed' must be an integer.", param="seed")
     user = data.get("user")
     if user is not None and not isinstance(user, str):
         raise invalid_request("'user' must be a string.", param="user")
+    return {
+        "temperature": _number(data, "temperature", 1.0, 0.0, 2.0),
+        "top_p": _number(data, "top_p", 1.0, 0.0, 1.0),
+        "n": _optional_int(data, "n", 1, MAX_N) or 1,
+        "stop": _stop(data),
+        "seed": seed,
+        "user": user,
+    }
 
+
+def _prompts(data: dict) -> list[str]:
+    prompt = data.get("prompt")
+    if prompt is None:
+        raise invalid_request("Missing required parameter: 'prompt'.", param="prompt")
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        if len(prompt) > MAX_PROMPTS:
+            raise invalid_request(f"'prompt' takes at most {MAX_PROMPTS} prompts.", param="prompt")
+        return prompt
+    if isinstance(prompt, list) and prompt and all(_is_int(t) or isinstance(t, list) for t in prompt):
+        raise invalid_request("Token-array prompts are not supported; send text.", param="prompt")
+    raise invalid_request("'prompt' must be a string or a non-empty array of strings.", param="prompt")
+
+
+def parse_completion_request(body: bytes) -> CompletionRequest:
+    """Validate a ``POST /v1/completions`` body."""
+    data = parse_json_body(body)
+    _reject_unknown(data, COMPLETION_PARAMS)
+    model = _model(data)
+    prompts = _prompts(data)
+    max_tokens = _optional_int(data, "max_tokens", 1)
+    stream, include_usage = _stream(data)
+    echo = data.get("echo", False)
+    if not isinstance(echo, bool):
+        raise invalid_request("'echo' must be a boolean.", param="echo")
+    if data.get("logprobs") is not None:
+        raise invalid_request("'logprobs' is not supported by this server.", param="logprobs")
+    if data.get("suffix") is not None:
+        raise invalid_request("'suffix' is not supported by this server.", param="suffix")
+    sampling = _sampling(data)
+    best_of = data.get("best_of")
+    if best_of is not None and best_of != sampling["n"]:
+        raise invalid_request("'best_of' is not supported unless it equals 'n'.", param="best_of")
+    return CompletionRequest(
+        model=model,
+        prompts=prompts,
+        max_tokens=16 if max_tokens is None else max_tokens,
+        stream=stream,
+        include_usage=include_usage,
+        echo=echo,
+        **sampling,
+    )
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    """Validate a ``POST /v1/chat/completions`` body."""
+    data = parse_json_body(body)
+    _reject_unknown(data, CHAT_PARAMS)
+    model = _model(data)
+    messages = _messages(data)
+    max_tokens = _optional_int(data, "max_tokens", 1)
+    max_completion_tokens = _optional_int(data, "max_completion_tokens", 1)
+    if max_tokens is not None and max_completion_tokens is not None and max_tokens != max_completion_tokens:
+        raise invalid_request(
+            "Set either 'max_tokens' or 'max_completion_tokens', not both with different values.",
+            param="max_completion_tokens",
+        )
+    stream, include_usage = _stream(data)
+    if data.get("logprobs") not in (None, False):
+        raise invalid_request("'logprobs' is not supported by this server.", param="logprobs")
     return ChatRequest(
         model=model,
         messages=messages,
         max_tokens=max_tokens if max_tokens is not None else max_completion_tokens,
-        temperature=_number(data, "temperature", 1.0, 0.0, 2.0),
-        top_p=_number(data, "top_p", 1.0, 0.0, 1.0),
-        n=_optional_int(data, "n", 1, MAX_N) or 1,
-        stop=_stop(data),
-        seed=seed,
-        user=user,
         stream=stream,
         include_usage=include_usage,
+        **_sampling(data),
     )
 
 
-__all__ = ["ApiError", "ChatRequest", "parse_chat_request", "parse_json_body"]
+__all__ = [
+    "ApiError",
+    "ChatRequest",
+    "CompletionRequest",
+    "parse_chat_request",
+    "parse_completion_request",
+    "parse_json_body",
+]

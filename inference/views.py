@@ -1,4 +1,4 @@
-"""The OpenAI-compatible API: ``/v1/models`` and ``/v1/chat/completions``."""
+"""The OpenAI-compatible API: ``/v1/models``, ``/v1/chat/completions`` and ``/v1/completions``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from deployments.models import CatalogModel
 from deployments.selectors import resolve_model, running_deployment_for, servable_models
 from gpucloud.openai_errors import ApiError, invalid_request, model_not_found, service_unavailable
 from inference.engines import GenerationJob
-from inference.relay import PRIORITY_BY_TIER, ChatCompletion, InferenceCall, UsageMeter
-from inference.tokens import count_chat_tokens
-from inference.validation import parse_chat_request
+from inference.relay import PRIORITY_BY_TIER, ChatCompletion, InferenceCall, TextCompletion, UsageMeter
+from inference.tokens import count_chat_tokens, count_tokens
+from inference.validation import parse_chat_request, parse_completion_request
 
 
 def _model_object(model: CatalogModel) -> dict:
@@ -54,57 +54,93 @@ def check_model_access(api_key: ApiKey, model: CatalogModel) -> None:
         )
 
 
-@api_key_required(ApiKey.Scope.INFERENCE, methods=("POST",))
-async def chat_completions(request):
-    meter = UsageMeter(request, endpoint="chat.completions")
-    try:
-        chat = parse_chat_request(request.body)
-        meter.model_name, meter.stream = chat.model, chat.stream
-        model, deployment = await sync_to_async(running_deployment_for)(chat.model)
-        if model is None:
-            raise model_not_found(chat.model)
-        check_model_access(request.api_key, model)
-        if deployment is None:
-            raise service_unavailable(
-                f"The model '{chat.model}' has no running deployment right now. Retry later.", code="model_not_ready"
-            )
-        meter.model, meter.model_name, meter.deployment = model, model.model_id, deployment.name
-        meter.prompt_tokens = count_chat_tokens(chat.messages)
-        room = model.context_length - meter.prompt_tokens
-        if room < (chat.max_tokens or 1):
-            raise invalid_request(
-                f"This model's maximum context length is {model.context_length} tokens; your messages take "
-                f"{meter.prompt_tokens} and you asked for {chat.max_tokens or 1} more. Shorten the messages "
-                "or lower max_tokens.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        job = GenerationJob(
-            request_id=request.request_id,
-            model=model.model_id,
-            parameters_billion=float(model.parameters_billion),
-            gpu_profile=deployment.gpu_profile,
-            prompt="\n".join(f"{m['role']}: {m['content']}" for m in chat.messages),
-            prompt_tokens=meter.prompt_tokens,
-            max_tokens=chat.max_tokens or room,
-            temperature=chat.temperature,
-            top_p=chat.top_p,
-            n=chat.n,
-            stop=chat.stop,
-            # A seed even when the client gave none: the text stays random per request, and a worker
-            # taking over from a dead one can reproduce it exactly.
-            seed=chat.seed if chat.seed is not None else secrets.randbits(63),
+async def _dispatch(request, meter: UsageMeter, params, *, prompt: str, prompts: list[str], prompt_tokens: int):
+    """Resolve the model, check access and context, and hand the job to a GPU worker.
+
+    ``params`` is a validated ChatRequest or CompletionRequest. Returns the started call and the model.
+    """
+    meter.model_name, meter.stream = params.model, params.stream
+    model, deployment = await sync_to_async(running_deployment_for)(params.model)
+    if model is None:
+        raise model_not_found(params.model)
+    check_model_access(request.api_key, model)
+    if deployment is None:
+        raise service_unavailable(
+            f"The model '{params.model}' has no running deployment right now. Retry later.", code="model_not_ready"
         )
-        priority = PRIORITY_BY_TIER.get(request.api_key.priority, PRIORITY_BY_TIER[ApiKey.Priority.STANDARD])
-        call = InferenceCall(meter, deployment, job, priority=priority, stream=chat.stream)
-        await call.submit()
-    except ApiError as error:
-        await meter.record(error.status, error.code)
-        raise
-    completion = ChatCompletion(call, model.model_id, include_usage=chat.include_usage)
-    if chat.stream:
+    meter.model, meter.model_name, meter.deployment = model, model.model_id, deployment.name
+    meter.prompt_tokens = prompt_tokens
+    longest_prompt = max((count_tokens(p) for p in prompts), default=prompt_tokens)
+    room = model.context_length - longest_prompt
+    if room < (params.max_tokens or 1):
+        raise invalid_request(
+            f"This model's maximum context length is {model.context_length} tokens; your prompt takes "
+            f"{longest_prompt} and you asked for {params.max_tokens or 1} more. Shorten the prompt or lower "
+            "max_tokens.",
+            param="prompt" if prompts else "messages",
+            code="context_length_exceeded",
+        )
+    n = params.n * max(len(prompts), 1)
+    job = GenerationJob(
+        request_id=request.request_id,
+        model=model.model_id,
+        parameters_billion=float(model.parameters_billion),
+        gpu_profile=deployment.gpu_profile,
+        prompt=prompt,
+        prompts=prompts,
+        prompt_tokens=prompt_tokens,
+        max_tokens=params.max_tokens or room,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        n=n,
+        stop=params.stop,
+        # A seed even when the client gave none: the text stays random per request, and a worker
+        # taking over from a dead one can reproduce it exactly.
+        seed=params.seed if params.seed is not None else secrets.randbits(63),
+    )
+    priority = PRIORITY_BY_TIER.get(request.api_key.priority, PRIORITY_BY_TIER[ApiKey.Priority.STANDARD])
+    call = InferenceCall(meter, deployment, job, priority=priority, stream=params.stream)
+    await call.submit()
+    return call, model
+
+
+async def _respond(completion, stream: bool):
+    if stream:
         response = StreamingHttpResponse(completion.stream(), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
         return response
     return JsonResponse(await completion.collect())
+
+
+@api_key_required(ApiKey.Scope.INFERENCE, methods=("POST",))
+async def chat_completions(request):
+    meter = UsageMeter(request, endpoint="chat.completions")
+    try:
+        chat = parse_chat_request(request.body)
+        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in chat.messages)
+        call, model = await _dispatch(
+            request, meter, chat, prompt=prompt, prompts=[], prompt_tokens=count_chat_tokens(chat.messages)
+        )
+    except ApiError as error:
+        await meter.record(error.status, error.code)
+        raise
+    return await _respond(ChatCompletion(call, model.model_id, include_usage=chat.include_usage), chat.stream)
+
+
+@api_key_required(ApiKey.Scope.INFERENCE, methods=("POST",))
+async def completions(request):
+    meter = UsageMeter(request, endpoint="completions")
+    try:
+        params = parse_completion_request(request.body)
+        prompt_tokens = sum(count_tokens(p) for p in params.prompts)
+        call, model = await _dispatch(
+            request, meter, params, prompt=params.prompts[0], prompts=params.prompts, prompt_tokens=prompt_tokens
+        )
+    except ApiError as error:
+        await meter.record(error.status, error.code)
+        raise
+    # Choice i answers prompt i // n; with echo it starts with that prompt.
+    echoed = [params.prompts[i // params.n] if params.echo else "" for i in range(call.job.n)]
+    completion = TextCompletion(call, model.model_id, include_usage=params.include_usage, echoed=echoed)
+    return await _respond(completion, params.stream)

@@ -24,7 +24,7 @@ def assert_openai_error(response, status: int, type: str = "invalid_request_erro
     return error
 
 
-@pytest.mark.parametrize("path", ["/v1/nonexistent", "/v1/completions", "/v1/chat/completion", "/api/nothing"])
+@pytest.mark.parametrize("path", ["/v1/nonexistent", "/v1/assistants", "/v1/chat/completion", "/api/nothing"])
 def test_it_returns_404_for_an_unknown_api_url(client, path):
     error = assert_openai_error(client.get(path), 404)
 

@@ -23,11 +23,18 @@ class GenerationJob:
     n: int = 1
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # /v1/completions with several prompts: choice i answers prompts[i // (n // len(prompts))].
+    prompts: list[str] = field(default_factory=list)
     # Characters of each choice the client already has (a re-dispatched request): an engine that
     # reproduces them may produce them without pacing.
     fast_forward: list[int] = field(default_factory=list)
     # Choices that are complete; engines skip them (the runner ends a choice on stop or length).
     finished: set[int] = field(default_factory=set)
+
+    def prompt_for(self, index: int) -> str:
+        if not self.prompts:
+            return self.prompt
+        return self.prompts[index // (self.n // len(self.prompts))]
 
     @classmethod
     def from_dict(cls, data: dict) -> GenerationJob:

@@ -33,7 +33,7 @@ def _rng(job: GenerationJob, index: int) -> random.Random:
     if job.temperature == 0 or job.seed is not None:
         # Greedy decoding (temperature 0) ignores the seed; otherwise the seed fixes the sample.
         seed = None if job.temperature == 0 else job.seed
-        material = f"{job.model}\x00{job.prompt}\x00{seed}\x00{index}".encode()
+        material = f"{job.model}\x00{job.prompt_for(index)}\x00{seed}\x00{index}".encode()
         return random.Random(int.from_bytes(hashlib.sha256(material).digest()[:8], "big"))
     return random.Random()
 

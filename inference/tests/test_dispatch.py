@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from accounts.models import ApiKey
-from conftest import wait_for
+from conftest import long_seeds, wait_for
 from inference.models import UsageRecord
 
 pytestmark = pytest.mark.live
@@ -18,12 +18,12 @@ pytestmark = pytest.mark.live
 MODEL = "llama-3.1-8b-instruct"
 
 
-def _chat(live, key: str, max_tokens: int, results: list | None = None, label: str = "") -> dict:
+def _chat(live, key: str, max_tokens: int, results: list | None = None, label: str = "", seed: int | None = None):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": f"Request {label}"}], "max_tokens": max_tokens}
+    if seed is not None:
+        body["seed"] = seed
     response = httpx.post(
-        f"{live.url}/v1/chat/completions",
-        headers={"Authorization": f"Bearer {key}"},
-        json={"model": MODEL, "messages": [{"role": "user", "content": f"Request {label}"}], "max_tokens": max_tokens},
-        timeout=60,
+        f"{live.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body, timeout=60
     )
     assert response.status_code == 200, response.text
     if results is not None:
@@ -90,7 +90,9 @@ def test_a_higher_tier_is_served_before_lower_ones_already_waiting(fleet, make_k
     fleet.wait_serving("single")
 
     order: list = []
-    blocker = _in_background(lambda: _chat(fleet, low, 150, order, "blocker"))
+    # A reply of 100+ tokens (~1 s) that holds the only slot while the others queue up.
+    seed = long_seeds(MODEL, [{"role": "user", "content": "Request blocker"}], count=1)[0]
+    blocker = _in_background(lambda: _chat(fleet, low, 150, order, "blocker", seed=seed))
     time.sleep(0.5)  # the blocker now holds the only slot
     lows = _in_background(*[lambda i=i: _chat(fleet, low, 20, order, f"low-{i}") for i in range(3)])
 

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from conftest import wait_for
+from conftest import long_seeds, wait_for
 from deployments.models import WorkerNode
 from inference.models import UsageRecord
 
@@ -76,27 +76,9 @@ def _in_flight(live, worker_name: str) -> int:
     return node.telemetry.get("in_flight", 0) if node else 0
 
 
-def _long_seeds(count: int, min_tokens: int = 100) -> list[int]:
-    """Seeds for which the simulated engine's reply to MESSAGES runs to at least ``min_tokens``."""
-    from inference.engines.base import GenerationJob
-    from inference.engines.simulated import MAX_LENGTH, MIN_LENGTH, _rng
-
-    seeds = []
-    for seed in range(1, 10_000):
-        job = GenerationJob(
-            request_id="x", model=SLOW_MODEL, parameters_billion=72.7, gpu_profile="H100-80GB",
-            prompt="user: Tell me about GPUs.", prompt_tokens=0, max_tokens=0, seed=seed,
-        )  # fmt: skip
-        if _rng(job, 0).randint(MIN_LENGTH, MAX_LENGTH) >= min_tokens - 5:
-            seeds.append(seed)
-        if len(seeds) == count:
-            return seeds
-    raise AssertionError("no long seeds")
-
-
 def test_requests_of_a_killed_worker_complete_elsewhere(fleet, make_key):
     _, key = make_key(fleet.user, rpm=1000)
-    seeds = _long_seeds(4)
+    seeds = long_seeds(SLOW_MODEL, MESSAGES, count=4)
     fleet.start_worker("rescuer", "--slots=2")
     rescuer = fleet.wait_serving("rescuer").name
     # Keep the rescuer busy, so that the next requests go to the doomed worker.
@@ -136,7 +118,8 @@ def test_sigterm_drains_the_worker(fleet, make_key):
     draining = fleet.start_worker("draining", "--slots=2")
     node = fleet.wait_serving("draining")
 
-    held = Call(fleet, key, seed=31, max_tokens=40, stream=True)
+    seed = long_seeds(SLOW_MODEL, MESSAGES, count=1, min_tokens=40)[0]
+    held = Call(fleet, key, seed=seed, max_tokens=40, stream=True)
     assert held.first_text.wait(timeout=15)
     draining.send_signal(signal.SIGTERM)
     wait_for(
@@ -153,7 +136,7 @@ def test_sigterm_drains_the_worker(fleet, make_key):
     later.join(timeout=30)
     assert draining.wait(timeout=30) == 0
     assert held.status == 200 and held.events[-1] == "[DONE]"
-    assert held.text == _reference(fleet, key, seed=31, max_tokens=40)["choices"][0]["message"]["content"]
+    assert held.text == _reference(fleet, key, seed=seed, max_tokens=40)["choices"][0]["message"]["content"]
     assert UsageRecord.objects.get(request_id=held.request_id).worker == node.name
     assert later.status == 200
     assert UsageRecord.objects.get(request_id=later.request_id).worker == successor
