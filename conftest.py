@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -74,10 +74,30 @@ def make_key():
 
 
 @pytest.fixture
-def catalog():
+def catalog(db):
+    """The demo catalog, served: its replicas placed on a node row and reported loaded.
+
+    No worker process runs: views can route to these deployments, but a request that reaches the
+    queue waits for nobody. Tests that need real workers use the ``live`` fixture.
+    """
+    from django.utils import timezone
+
+    from deployments import placement
+    from deployments.models import Replica, WorkerNode
     from deployments.services import demo_catalog_ensure
 
-    return demo_catalog_ensure()
+    WorkerNode.objects.create(
+        name="unit-node-1",
+        credential_prefix="000000000000",
+        hashed_credential="-",
+        status=WorkerNode.Status.ONLINE,
+        last_heartbeat_at=timezone.now(),
+        gpus=[{"index": 0, "name": "A100-80GB", "memory_total_mb": 81920}],
+    )
+    deployments = demo_catalog_ensure()
+    Replica.objects.update(state=Replica.State.RUNNING)
+    placement.reconcile()
+    return deployments
 
 
 # --- A live platform ------------------------------------------------------------------------
@@ -97,6 +117,7 @@ class LivePlatform:
     user: object
     daphne: subprocess.Popen
     workers: list[subprocess.Popen]
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def start_worker(self, name: str = "worker", *args: str) -> subprocess.Popen:
         worker = subprocess.Popen(
@@ -114,6 +135,7 @@ class LivePlatform:
             cwd=BASE_DIR,
         )
         self.workers.append(worker)
+        self.processes[name] = worker
         return worker
 
     def node(self, worker_name: str):
@@ -123,14 +145,49 @@ class LivePlatform:
         return WorkerNode.objects.filter(name__startswith=f"{worker_name}-").order_by("-pk").first()
 
     def wait_serving(self, worker_name: str, timeout: float = 30):
-        """Wait until the worker has joined, heartbeats, and consumes its assigned queues."""
-        from deployments.fleet import node_assignment
+        """Wait until the worker has joined, loaded the replicas placed on it, and consumes their queues."""
+        from deployments.models import Replica
 
         def serving():
+            process = self.processes.get(worker_name)
+            if process is not None and process.poll() is not None:
+                raise AssertionError(f"worker {worker_name} exited with {process.returncode}")
             node = self.node(worker_name)
-            return node if node and node.telemetry.get("queues") == node_assignment(node) else None
+            if node is None:
+                return None
+            replicas = Replica.objects.filter(node=node).select_related("deployment")
+            queues = sorted({r.deployment.queue_name for r in replicas})
+            loaded = replicas and all(r.state == Replica.State.RUNNING for r in replicas)
+            return node if loaded and node.telemetry.get("queues") == queues else None
 
-        return wait_for(serving, timeout=timeout, message=f"worker {worker_name} to serve its queues")
+        try:
+            return wait_for(serving, timeout=timeout, message=f"worker {worker_name} to serve its replicas")
+        except AssertionError as error:
+            from deployments.models import Deployment
+
+            node = self.node(worker_name)
+            state = {
+                "node": node and (node.name, node.effective_status, node.telemetry.get("queues")),
+                "replicas": list(Replica.objects.values_list("deployment__name", "node__name", "state", "reason")),
+                "deployments": list(Deployment.objects.values_list("name", "status", "status_reason")),
+            }
+            raise AssertionError(f"{error}: {state}") from None
+
+    def wait_online(self, worker_name: str, timeout: float = 30):
+        """Wait until the worker has joined and heartbeats (whether or not it has replicas)."""
+
+        def online():
+            node = self.node(worker_name)
+            return node if node and node.effective_status == "online" else None
+
+        return wait_for(online, timeout=timeout, message=f"worker {worker_name} to be online")
+
+    def scale(self, model_id: str, replicas: int, **changes) -> None:
+        from deployments.models import Deployment
+        from deployments.services import deployment_update
+
+        deployment = Deployment.objects.get(model__model_id=model_id)
+        deployment_update(deployment=deployment, replicas=replicas, **changes)
 
     def stop(self, process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if process.poll() is None:
@@ -254,5 +311,10 @@ def fleet(live):
     for worker in live.workers:
         live.stop(worker, signal.SIGKILL)
     live.workers.clear()
+    from deployments.models import Deployment
+    from deployments.services import demo_catalog_ensure
+
+    Deployment.objects.update(replicas=1, placement=Deployment.Placement.BINPACK)
+    demo_catalog_ensure()
     live.start_worker("main")
     live.wait_serving("main")

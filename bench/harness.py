@@ -124,15 +124,10 @@ def prepare(label: str) -> tuple[str, str]:
 
 
 def queue_names(models: Iterable[str]) -> list[str]:
-    from deployments.selectors import running_deployment_for
+    """The queues of the deployments of ``models`` (placed and served once workers join)."""
+    from deployments.models import Deployment
 
-    names = []
-    for model_id in models:
-        _, deployment = running_deployment_for(model_id)
-        if deployment is None:
-            raise SystemExit(f"The model {model_id} has no running deployment in the bench database.")
-        names.append(deployment.queue_name)
-    return sorted(names)
+    return sorted(Deployment.objects.get(model__model_id=model_id).queue_name for model_id in models)
 
 
 @dataclass

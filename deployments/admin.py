@@ -1,14 +1,14 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
+from deployments import placement, services
 from deployments.fleet import (
     JOIN_TOKEN_KIND,
     NODE_CREDENTIAL_KIND,
     join_token_revoke,
     node_credential_revoke,
-    node_effective_status,
 )
-from deployments.models import CatalogModel, Deployment, JoinToken, ModelAlias, WorkerNode
+from deployments.models import CatalogModel, Deployment, JoinToken, ModelAlias, Replica, WorkerNode
 
 
 class ModelAliasInline(admin.TabularInline):
@@ -20,6 +20,8 @@ class DeploymentInline(admin.TabularInline):
     model = Deployment
     extra = 0
     fields = ["name", "engine", "gpu_profile", "replicas", "status"]
+    # Placement sets the status; the model's page reconciles after saving (see save_related).
+    readonly_fields = ["status"]
 
 
 @admin.register(CatalogModel)
@@ -38,12 +40,112 @@ class CatalogModelAdmin(admin.ModelAdmin):
     search_fields = ["model_id", "family", "aliases__alias"]
     inlines = [ModelAliasInline, DeploymentInline]
 
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        placement.reconcile()  # deployments added or scaled in the inline, or a new memory need
+
+
+class ReplicaInline(admin.TabularInline):
+    """A deployment's replicas, as placement left them: read-only."""
+
+    model = Replica
+    extra = 0
+    fields = ["node", "gpus", "memory_gb", "state", "reason", "created_at"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description="GPUs")
+    def gpus(self, obj: Replica) -> str:
+        return _gpus(obj)
+
+
+def _gpus(replica: Replica) -> str:
+    return ", ".join(str(i) for i in replica.gpu_indices) if replica.gpu_indices else "none (CPU or upstream server)"
+
 
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
-    list_display = ["name", "model", "engine", "gpu_profile", "replicas", "status", "created_at"]
+    """Saving and deleting go through placement, as on the Deployments page and the API."""
+
+    list_display = ["name", "model", "engine", "gpu_profile", "replicas", "status", "status_reason", "created_at"]
     list_filter = ["status", "engine", "gpu_profile"]
+    list_select_related = ["model"]
     search_fields = ["name", "model__model_id"]
+    # Placement writes the status; operators stop and start deployments with the actions.
+    readonly_fields = ["status", "status_reason"]
+    inlines = [ReplicaInline]
+    actions = ["stop", "start"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None:
+            # services.deployment_update refuses these: a different model or engine is a new deployment.
+            return [*self.readonly_fields, "name", "model", "engine"]
+        return self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+            placement.reconcile()
+            return
+        # Through the service, which also reloads the replicas when the precision or engine settings change.
+        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in services.UPDATABLE}
+        services.deployment_update(deployment=Deployment.objects.get(pk=obj.pk), **changes)
+
+    def delete_model(self, request, obj):
+        services.deployment_delete(deployment=obj)
+
+    def delete_queryset(self, request, queryset):
+        for deployment in queryset:
+            services.deployment_delete(deployment=deployment)
+
+    @admin.action(description="Stop selected deployments", permissions=["change"])
+    def stop(self, request, queryset):
+        deployments = list(queryset.exclude(status=Deployment.Status.STOPPED))
+        for deployment in deployments:
+            services.deployment_stop(deployment=deployment)
+        self.message_user(request, f"Stopped {len(deployments)} deployment(s).", messages.SUCCESS)
+
+    @admin.action(description="Start selected stopped deployments", permissions=["change"])
+    def start(self, request, queryset):
+        deployments = list(queryset.filter(status=Deployment.Status.STOPPED))
+        for deployment in deployments:
+            services.deployment_start(deployment=deployment)
+        self.message_user(request, f"Started {len(deployments)} deployment(s).", messages.SUCCESS)
+
+
+@admin.register(Replica)
+class ReplicaAdmin(admin.ModelAdmin):
+    """Replicas are placed by deployments.placement: this list only shows where they are.
+    Deleting one makes placement put it back at once (possibly elsewhere)."""
+
+    list_display = ["deployment", "node", "gpus", "memory_gb", "state", "reason", "created_at"]
+    list_filter = ["state", "deployment", "node"]
+    list_select_related = ["deployment", "node"]
+    search_fields = ["deployment__name", "node__name", "reason"]
+    fields = ["deployment", "node", "gpus", "memory_gb", "state", "reason", "created_at"]
+    readonly_fields = fields
+
+    @admin.display(description="GPUs")
+    def gpus(self, obj: Replica) -> str:
+        return _gpus(obj)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    # Deleting stays allowed: the admin checks it when a deployment or node is deleted with its replicas.
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        placement.reconcile()
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        placement.reconcile()
 
 
 class WorkerNodeInline(admin.TabularInline):
@@ -125,7 +227,7 @@ class WorkerNodeAdmin(admin.ModelAdmin):
 
     @admin.display(description="status")
     def effective_status(self, obj: WorkerNode) -> str:
-        return WorkerNode.Status(node_effective_status(obj)).label
+        return WorkerNode.Status(obj.effective_status).label
 
     @admin.display(description="credential")
     def display_credential(self, obj: WorkerNode) -> str:

@@ -2,8 +2,9 @@
 
 :func:`register` trades a join token for the node's own credential. :class:`FleetAgent` is a
 thread in the worker process that keeps a WebSocket to ``/ws/workers/``: every heartbeat interval
-it sends per-GPU telemetry, requests in flight and the queues consumed; it receives ``assign``
-messages (which queues to consume) and ``refused`` (the credential was revoked: stop).
+it sends per-GPU telemetry, requests in flight, the queues consumed and the state of each
+replica; it receives ``assign`` messages (the replicas to run) and ``refused`` (the credential
+was revoked: stop).
 """
 
 from __future__ import annotations
@@ -145,7 +146,10 @@ class FleetAgent(threading.Thread):
         self.telemetry = telemetry
         self.interval = interval
         self.on_refused = on_refused
-        self.desired_queues: list[str] | None = None
+        # Set from the server's "assign" messages: the replicas this node should run.
+        self.assignment: list[dict] | None = None
+        # Kept by the worker: replica id -> {"state": starting|running|failed, "reason"}.
+        self.replica_states: dict[str, dict] = {}
         self.consumed_queues: list[str] = []
         self.draining = False
         self._in_flight = 0
@@ -172,6 +176,7 @@ class FleetAgent(threading.Thread):
             "in_flight": self.in_flight,
             "slots": self.slots,
             "queues": sorted(self.consumed_queues),
+            "replicas": dict(self.replica_states),
             "draining": self.draining,
             "gpus": self.telemetry.sample(self.in_flight, self.slots),
         }
@@ -214,7 +219,7 @@ class FleetAgent(threading.Thread):
 
     def _handle(self, message: dict) -> None:
         if message.get("type") == "assign":
-            self.desired_queues = list(message["queues"])
+            self.assignment = list(message["replicas"])
         elif message.get("type") == "refused":
             raise JoinRefused(message.get("message", "The server refused this node."))
 

@@ -21,7 +21,8 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
     """One GPU node's session: it sends heartbeats, and is told which queues to consume.
 
     Authenticated by the node credential in ``Authorization: Bearer gpcn_…``. Every heartbeat
-    answers with an ``assign`` message when the node's queues differ from its assignment.
+    answers with an ``assign`` message when the replicas the node reports differ from the ones
+    placed on it.
     """
 
     node_id: int | None = None
@@ -58,8 +59,8 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
             except Refused as refusal:
                 await self.refuse(str(refusal))
                 return
-            if sorted(content.get("queues", [])) != assignment:
-                await self.send_json({"type": "assign", "queues": assignment})
+            if sorted(int(pk) for pk in content.get("replicas") or {}) != [r["id"] for r in assignment]:
+                await self.send_json({"type": "assign", "replicas": assignment})
         elif kind == "leaving":
             self.leaving = True
 

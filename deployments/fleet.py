@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from deployments.models import Deployment, JoinToken, WorkerNode
+from deployments import placement
+from deployments.models import JoinToken, Replica, WorkerNode
 from deployments.presence import worker_gone, worker_seen
 from gpucloud.credentials import matches, new_credential, split_credential
 
@@ -85,13 +85,38 @@ def node_credential_revoke(*, node: WorkerNode) -> None:
     )
 
 
-def node_assignment(node: WorkerNode) -> list[str]:
-    """The queues a node should consume: every running deployment on its engine."""
-    deployments = Deployment.objects.filter(status=Deployment.Status.RUNNING, engine=node.engine)
-    return sorted(d.queue_name for d in deployments)
+def node_assignment(node: WorkerNode) -> list[dict]:
+    """The replicas a node should run, with what its worker needs to load and serve them."""
+    replicas = Replica.objects.filter(node=node).select_related("deployment__model").order_by("pk")
+    return [
+        {
+            "id": replica.pk,
+            "deployment": replica.deployment.name,
+            "queue": replica.deployment.queue_name,
+            "model": replica.deployment.model.model_id,
+            "engine": replica.deployment.engine,
+            "engine_config": replica.deployment.engine_config,
+            "gpus": replica.gpu_indices,
+        }
+        for replica in replicas
+    ]
 
 
-def node_heartbeat(node_id: int, telemetry: dict) -> list[str]:
+def _record_replica_states(node: WorkerNode, reported: dict) -> bool:
+    """Apply the node's report of its replicas' states; returns whether anything changed."""
+    changed = False
+    for replica in Replica.objects.filter(node=node, pk__in=[int(pk) for pk in reported if str(pk).isdigit()]):
+        report = reported[str(replica.pk)]
+        if not isinstance(report, dict):
+            continue
+        state, reason = report.get("state"), str(report.get("reason", ""))[:300]
+        if state in Replica.State.values and (state, reason) != (replica.state, replica.reason):
+            Replica.objects.filter(pk=replica.pk).update(state=state, reason=reason)
+            changed = True
+    return changed
+
+
+def node_heartbeat(node_id: int, telemetry: dict) -> list[dict]:
     """Record a heartbeat; returns the node's assignment. Raises Refused if it may no longer serve."""
     node = WorkerNode.objects.filter(pk=node_id).first()
     if node is None or node.credential_revoked_at is not None:
@@ -99,6 +124,10 @@ def node_heartbeat(node_id: int, telemetry: dict) -> list[str]:
     status = WorkerNode.Status.DRAINING if telemetry.get("draining") else WorkerNode.Status.ONLINE
     WorkerNode.objects.filter(pk=node_id).update(status=status, last_heartbeat_at=timezone.now(), telemetry=telemetry)
     worker_seen(node.name)
+    if _record_replica_states(node, telemetry.get("replicas") or {}) or node.status != status:
+        placement.reconcile()
+    else:
+        placement.reconcile_soon()
     return node_assignment(node)
 
 
@@ -109,14 +138,4 @@ def node_disconnected(node_id: int, *, left: bool) -> None:
     worker_gone(node.name)
     status = WorkerNode.Status.LEFT if left else WorkerNode.Status.OFFLINE
     WorkerNode.objects.filter(pk=node_id).update(status=status)
-
-
-def node_effective_status(node: WorkerNode) -> str:
-    """The stored status, except that a node silent for too long is offline whatever it last said."""
-    if node.status in (WorkerNode.Status.ONLINE, WorkerNode.Status.DRAINING):
-        stale = node.last_heartbeat_at is None or (
-            (timezone.now() - node.last_heartbeat_at).total_seconds() > settings.WORKER_OFFLINE_AFTER
-        )
-        if stale:
-            return WorkerNode.Status.OFFLINE
-    return node.status
+    placement.reconcile()  # its replicas go elsewhere

@@ -3,12 +3,21 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
+from django.utils import timezone
 
 from deployments.gpus import GPU_PROFILE_CHOICES
 
 
 class Engine(models.TextChoices):
     SIMULATED = "simulated", "Simulated (paced like a GPU, deterministic)"
+    OPENAI = "openai", "OpenAI-compatible server on the node (vLLM, SGLang, TGI, llama.cpp, Ollama)"
+    HF = "hf", "Hugging Face model in-process (CPU or CUDA)"
+
+
+class Precision(models.TextChoices):
+    FP16 = "fp16", "fp16 / bf16"
+    INT8 = "int8", "int8"
+    INT4 = "int4", "int4"
 
 
 class Task(models.TextChoices):
@@ -77,19 +86,44 @@ class ModelAlias(models.Model):
 
 
 class Deployment(models.Model):
-    """A model served by GPU workers. Requests reach the workers through the deployment's queue."""
+    """A model served by replicas on GPU nodes. Requests reach them through the deployment's queue.
+
+    Its status follows real events: placement (``scheduling`` until every replica has a node),
+    nodes reporting replicas loaded (``starting`` → ``running``), an operator stopping it
+    (``stopping`` → ``stopped``), or a replica failing to load (``failed``, with the reason).
+    """
 
     class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SCHEDULING = "scheduling", "Scheduling"
+        STARTING = "starting", "Starting"
         RUNNING = "running", "Running"
+        STOPPING = "stopping", "Stopping"
         STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+
+    class Placement(models.TextChoices):
+        BINPACK = "binpack", "Binpack (fill nodes before using new ones)"
+        SPREAD = "spread", "Spread (use the emptiest nodes)"
 
     name = models.SlugField(max_length=100, unique=True, help_text="Also names the task queue: deployment.<name>.")
     model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="deployments")
     engine = models.CharField(max_length=20, choices=Engine.choices, default=Engine.SIMULATED)
-    gpu_profile = models.CharField(max_length=30, choices=GPU_PROFILE_CHOICES, default="A100-80GB")
+    engine_config = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Engine settings, e.g. for "openai": {"base_url": "http://127.0.0.1:8001/v1", "model": "..."}.',
+    )
+    precision = models.CharField(max_length=10, choices=Precision.choices, default=Precision.FP16)
+    gpu_profile = models.CharField(
+        "GPU type preference", max_length=30, choices=GPU_PROFILE_CHOICES, blank=True, default=""
+    )
+    placement = models.CharField(max_length=10, choices=Placement.choices, default=Placement.BINPACK)
     replicas = models.PositiveIntegerField(default=1)
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
+    status_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
@@ -100,6 +134,35 @@ class Deployment(models.Model):
     @property
     def queue_name(self) -> str:
         return f"deployment.{self.name}"
+
+    @property
+    def memory_gb(self) -> float | None:
+        """GPU memory one replica needs at this precision, or None if the catalog does not say."""
+        value = self.model.memory_gb.get(self.precision)
+        return float(value) if value is not None else None
+
+
+class Replica(models.Model):
+    """One copy of a deployment, placed on a node's GPUs."""
+
+    class State(models.TextChoices):
+        STARTING = "starting", "Starting"
+        RUNNING = "running", "Running"
+        FAILED = "failed", "Failed"
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="replica_set")
+    node = models.ForeignKey("WorkerNode", on_delete=models.CASCADE, related_name="replicas")
+    gpu_indices = models.JSONField(default=list)
+    memory_gb = models.FloatField(default=0)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.STARTING)
+    reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["deployment", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment.name} on {self.node.name}"
 
 
 class JoinToken(models.Model):
@@ -153,3 +216,14 @@ class WorkerNode(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def effective_status(self) -> str:
+        """The stored status, except that a node silent for too long is offline whatever it last said."""
+        if self.status in (self.Status.ONLINE, self.Status.DRAINING):
+            silent = self.last_heartbeat_at is None or (
+                (timezone.now() - self.last_heartbeat_at).total_seconds() > settings.WORKER_OFFLINE_AFTER
+            )
+            if silent:
+                return self.Status.OFFLINE
+        return self.status

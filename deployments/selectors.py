@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from deployments.models import CatalogModel, Deployment, WorkerNode
+from deployments.models import CatalogModel, Deployment, Replica, WorkerNode
+
+
+def serving_deployments() -> QuerySet[Deployment]:
+    """Deployments with at least one replica loaded on a node (whatever their overall status)."""
+    return Deployment.objects.exclude(status__in=[Deployment.Status.STOPPING, Deployment.Status.STOPPED]).filter(
+        replica_set__state=Replica.State.RUNNING
+    )
 
 
 def servable_models() -> QuerySet[CatalogModel]:
-    """Models with at least one running deployment: what ``GET /v1/models`` lists."""
-    return CatalogModel.objects.filter(deployments__status=Deployment.Status.RUNNING).distinct()
+    """Models with a replica serving: what ``GET /v1/models`` lists."""
+    return CatalogModel.objects.filter(deployments__in=serving_deployments()).distinct()
 
 
 def resolve_model(name: str) -> CatalogModel | None:
@@ -24,12 +31,8 @@ def running_deployment_for(name: str) -> tuple[CatalogModel | None, Deployment |
     model = resolve_model(name)
     if model is None:
         return None, None
-    deployment = model.deployments.filter(status=Deployment.Status.RUNNING).order_by("created_at").first()
+    deployment = serving_deployments().filter(model=model).order_by("created_at").distinct().first()
     return model, deployment
-
-
-def running_queue_names() -> list[str]:
-    return [d.queue_name for d in Deployment.objects.filter(status=Deployment.Status.RUNNING)]
 
 
 def queue_depth(queue_name: str) -> int:
@@ -49,31 +52,33 @@ def queue_depth(queue_name: str) -> int:
 def queue_depths() -> list[dict]:
     return [
         {"deployment": d.name, "model": d.model.model_id, "queue": d.queue_name, "waiting": queue_depth(d.queue_name)}
-        for d in Deployment.objects.filter(status=Deployment.Status.RUNNING).select_related("model")
+        for d in Deployment.objects.exclude(status=Deployment.Status.STOPPED).select_related("model")
     ]
 
 
 def visible_nodes(user) -> QuerySet[WorkerNode]:
     """Staff see the whole fleet; a GPU host sees the nodes joined with its own tokens."""
-    nodes = WorkerNode.objects.select_related("join_token")
+    nodes = WorkerNode.objects.select_related("join_token").prefetch_related("replicas__deployment")
     return nodes if user.is_staff else nodes.filter(join_token__created_by=user)
 
 
 def node_summary(node: WorkerNode) -> dict:
-    from deployments.fleet import node_effective_status
-
     telemetry = node.telemetry or {}
     return {
         "id": node.pk,
         "name": node.name,
         "host": node.host,
         "engine": node.engine,
-        "status": node_effective_status(node),
+        "status": node.effective_status,
         "credential_revoked": node.credential_revoked_at is not None,
         "slots": node.slots,
         "in_flight": telemetry.get("in_flight", 0),
         "queues": telemetry.get("queues", []),
         "gpus": telemetry.get("gpus") or node.gpus,
+        "replicas": [
+            {"deployment": r.deployment.name, "state": r.state, "gpus": r.gpu_indices, "memory_gb": r.memory_gb}
+            for r in node.replicas.all()
+        ],
         "last_heartbeat_at": node.last_heartbeat_at.isoformat() if node.last_heartbeat_at else None,
         "registered_at": node.registered_at.isoformat(),
     }

@@ -1,12 +1,14 @@
-"""Writes to the catalog and deployments."""
+"""Writes to the catalog and deployments. Every change is followed by placement (see placement.py)."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from deployments.models import CatalogModel, Deployment, Engine, ModelAlias
+from deployments import placement
+from deployments.models import CatalogModel, Deployment, Engine, ModelAlias, Precision, Replica, Task
 
 # The demo catalog: enough to make a call the moment the platform is up.
 DEMO_CATALOG = [
@@ -46,27 +48,145 @@ DEMO_CATALOG = [
         "price_input_per_million": Decimal("0.90"),
         "price_output_per_million": Decimal("0.90"),
         "gpu_profile": "H100-80GB",
+        "precision": Precision.INT4,
         "memory_gb": {"fp16": 150.0, "int8": 78.0, "int4": 42.0},
         "aliases": ["qwen2.5-72b"],
     },
 ]
 
 
-@transaction.atomic
 def demo_catalog_ensure() -> list[Deployment]:
-    """Create the demo models, each with a running simulated deployment, where missing."""
+    """Create the demo models, each with a simulated deployment, where missing, and place them."""
     deployments = []
-    for entry in DEMO_CATALOG:
-        fields = dict(entry)
-        model_id = fields.pop("model_id")
-        gpu_profile = fields.pop("gpu_profile")
-        aliases = fields.pop("aliases")
-        model, _ = CatalogModel.objects.get_or_create(model_id=model_id, defaults=fields)
-        for alias in aliases:
-            ModelAlias.objects.get_or_create(alias=alias, defaults={"model": model})
-        deployment, _ = Deployment.objects.get_or_create(
-            name=model_id.replace(".", "-").replace("/", "-"),
-            defaults={"model": model, "engine": Engine.SIMULATED, "gpu_profile": gpu_profile},
-        )
-        deployments.append(deployment)
+    with transaction.atomic():
+        for entry in DEMO_CATALOG:
+            fields = dict(entry)
+            model_id = fields.pop("model_id")
+            gpu_profile = fields.pop("gpu_profile")
+            precision = fields.pop("precision", Precision.FP16)
+            aliases = fields.pop("aliases")
+            model, _ = CatalogModel.objects.get_or_create(model_id=model_id, defaults=fields)
+            for alias in aliases:
+                ModelAlias.objects.get_or_create(alias=alias, defaults={"model": model})
+            deployment, _ = Deployment.objects.get_or_create(
+                name=model_id.replace(".", "-").replace("/", "-"),
+                defaults={
+                    "model": model,
+                    "engine": Engine.SIMULATED,
+                    "gpu_profile": gpu_profile,
+                    "precision": precision,
+                },
+            )
+            deployments.append(deployment)
+    placement.reconcile()
     return deployments
+
+
+EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def demo_embeddings_ensure() -> Deployment:
+    """The real embedding model of the demo: all-MiniLM-L6-v2 on the hf engine (needs the ML extras
+    on the node that serves it)."""
+    with transaction.atomic():
+        model, _ = CatalogModel.objects.get_or_create(
+            model_id=EMBEDDING_MODEL,
+            defaults={
+                "family": "minilm",
+                "parameters_billion": Decimal("0.02"),
+                "context_length": 256,
+                "licence": "apache-2.0",
+                "owned_by": "sentence-transformers",
+                "price_input_per_million": Decimal("0.01"),
+                "default_engine": Engine.HF,
+                "task": Task.EMBEDDING,
+                "memory_gb": {"fp16": 0.3, "int8": 0.2, "int4": 0.1},
+            },
+        )
+        deployment, _ = Deployment.objects.get_or_create(
+            name="all-minilm-l6-v2",
+            defaults={"model": model, "engine": Engine.HF, "engine_config": {"model": EMBEDDING_MODEL}},
+        )
+    placement.reconcile()
+    return deployment
+
+
+def _validate(deployment: Deployment) -> None:
+    try:
+        deployment.full_clean(exclude=["model"] if deployment.model_id else None)
+    except ValidationError as error:
+        raise ValidationError(error.message_dict) from None
+
+
+def deployment_create(
+    *,
+    name: str,
+    model: CatalogModel,
+    replicas: int = 1,
+    engine: str | None = None,
+    engine_config: dict | None = None,
+    precision: str = Precision.FP16,
+    gpu_profile: str = "",
+    placement_strategy: str = Deployment.Placement.BINPACK,
+) -> Deployment:
+    """Create a deployment (pending) and place its replicas at once."""
+    deployment = Deployment(
+        name=name,
+        model=model,
+        replicas=replicas,
+        engine=engine or model.default_engine,
+        engine_config=engine_config or {},
+        precision=precision,
+        gpu_profile=gpu_profile,
+        placement=placement_strategy,
+    )
+    _validate(deployment)
+    deployment.save()
+    placement.reconcile()
+    deployment.refresh_from_db()
+    return deployment
+
+
+UPDATABLE = {"replicas", "engine_config", "precision", "gpu_profile", "placement"}
+
+
+def deployment_update(*, deployment: Deployment, **changes) -> Deployment:
+    """Scale or reconfigure a deployment. A change of engine settings or precision reloads its
+    replicas (they are placed afresh), which also clears a failure."""
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValidationError({sorted(unknown)[0]: "This field cannot be changed; create a new deployment."})
+    reload = any(
+        changes.get(f, getattr(deployment, f)) != getattr(deployment, f) for f in ("engine_config", "precision")
+    )
+    for field_name, value in changes.items():
+        setattr(deployment, field_name, value)
+    _validate(deployment)
+    with transaction.atomic():
+        deployment.save()
+        if reload or deployment.status == Deployment.Status.FAILED:
+            Replica.objects.filter(deployment=deployment).delete()
+            Deployment.objects.filter(pk=deployment.pk).update(status=Deployment.Status.PENDING, status_reason="")
+    placement.reconcile()
+    deployment.refresh_from_db()
+    return deployment
+
+
+def deployment_stop(*, deployment: Deployment) -> Deployment:
+    Deployment.objects.filter(pk=deployment.pk).update(status=Deployment.Status.STOPPING, status_reason="")
+    placement.reconcile()
+    deployment.refresh_from_db()
+    return deployment
+
+
+def deployment_start(*, deployment: Deployment) -> Deployment:
+    Deployment.objects.filter(pk=deployment.pk).update(status=Deployment.Status.PENDING, status_reason="")
+    placement.reconcile()
+    deployment.refresh_from_db()
+    return deployment
+
+
+def deployment_delete(*, deployment: Deployment) -> None:
+    """Delete a deployment; its replicas go with it, and nodes stop serving it at their next heartbeat."""
+    deployment.delete()
+    placement.reconcile()

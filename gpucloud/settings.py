@@ -192,6 +192,9 @@ REST_FRAMEWORK = {
 
 # --- Inference ------------------------------------------------------------------------------
 
+# Request bodies up to 32 MB: an embeddings batch of 2048 inputs is easily more than Django's 2.5 MB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1024 * 1024)
+
 # How long a request waits for a worker to pick it up, and for each next piece of output.
 INFERENCE_QUEUE_TIMEOUT = envfloat("INFERENCE_QUEUE_TIMEOUT", 30.0)
 INFERENCE_STREAM_TIMEOUT = envfloat("INFERENCE_STREAM_TIMEOUT", 60.0)

@@ -1,5 +1,8 @@
 """Engine-agnostic generation: max_tokens, stop sequences and usage, around any engine.
 
+Usage is counted here (a token event is a token) unless the engine reports the true counts in
+``job.reported_usage``, as the "openai" engine does with its upstream server's usage.
+
 The same code shapes streamed and non-streamed output (a non-streamed reply is the concatenation
 of the deltas), so both give the same text for the same deterministic request.
 """
@@ -41,6 +44,7 @@ class StopMatcher:
 
 @dataclass
 class GenerationResult:
+    prompt_tokens: int
     completion_tokens: int
     finish_reasons: dict[int, str]
 
@@ -52,6 +56,9 @@ Emit = Callable[[int, str, str | None], Awaitable[None]]
 async def generate(engine: Engine, job: GenerationJob, emit: Emit) -> GenerationResult:
     """Run ``job`` on ``engine``, calling ``emit`` for every piece of text and every choice's end."""
     matchers = [StopMatcher(job.stop) for _ in range(job.n)]
+    # An engine that applies max_tokens itself (an upstream server) counts real tokens: let it end
+    # each choice, so that its usage, which comes last, is read too.
+    count_limit = not getattr(engine, "applies_max_tokens", False)
     produced = [0] * job.n
     reasons: dict[int, str] = {}
 
@@ -67,7 +74,7 @@ async def generate(engine: Engine, job: GenerationJob, emit: Emit) -> Generation
             if index in reasons:
                 continue
             if event.text is None:
-                await finish(index, "stop")
+                await finish(index, event.finish_reason or "stop")
             else:
                 produced[index] += 1
                 text, stopped = matchers[index].feed(event.text)
@@ -75,7 +82,7 @@ async def generate(engine: Engine, job: GenerationJob, emit: Emit) -> Generation
                     job.finished.add(index)
                     reasons[index] = "stop"
                     await emit(index, text, "stop")
-                elif produced[index] >= job.max_tokens:
+                elif count_limit and produced[index] >= job.max_tokens:
                     await finish(index, "length", text)
                 elif text:
                     await emit(index, text, None)
@@ -84,4 +91,10 @@ async def generate(engine: Engine, job: GenerationJob, emit: Emit) -> Generation
     for index in range(job.n):  # an engine that ended without closing every choice
         if index not in reasons:
             await finish(index, "stop")
-    return GenerationResult(completion_tokens=sum(produced), finish_reasons=reasons)
+    # An engine that knows the true counts (an upstream server's usage) overrides ours.
+    usage = job.reported_usage or {}
+    return GenerationResult(
+        prompt_tokens=usage.get("prompt_tokens", job.prompt_tokens),
+        completion_tokens=usage.get("completion_tokens", sum(produced)),
+        finish_reasons=reasons,
+    )

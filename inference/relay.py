@@ -2,8 +2,9 @@
 
 :class:`InferenceCall` opens a reply channel on the Channels layer, enqueues the generation task
 on the deployment's Celery queue, waits for a worker to pick it up, then either streams the output
-as server-sent events or collects it into one response. Whatever happens, it writes the request's
-usage record exactly once.
+as server-sent events or collects it into one response; :class:`EmbeddingCall` does the same for
+embeddings and collects the vectors. Whatever happens, the request's usage record is written
+exactly once.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from deployments.models import CatalogModel, Deployment
 from deployments.presence import worker_alive
 from gpucloud.openai_errors import ApiError, service_unavailable
 from inference import replies
-from inference.engines import ENGINES, GenerationJob
+from inference.engines import ENGINES, EmbeddingJob, GenerationJob
 from inference.services import usage_record
-from inference.tasks import generate_task
+from inference.tasks import embed_task, generate_task
 from inference.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
@@ -100,32 +101,29 @@ RETRY_PRIORITY = 0
 LIVENESS_CHECK_SECONDS = 0.5
 
 
-class InferenceCall:
-    """One generation request on its way through the queue to a worker and back.
+class QueuedCall:
+    """A request on its way through a deployment's queue to a GPU worker and back.
 
-    If the worker dies mid-request, the request is dispatched again. A deterministic engine
-    (the same seed gives the same text) lets the new worker's output continue exactly where the
-    client's copy ends: the already-delivered prefix of each choice is skipped. With any other
-    engine a non-streamed request starts over, and a stream that has sent text ends with an error.
+    Opens a reply channel, enqueues ``task`` with :meth:`payload`, and reads the worker's replies
+    of the current attempt (:meth:`_next`), watching that the worker stays alive.
     """
 
-    def __init__(
-        self, meter: UsageMeter, deployment: Deployment, job: GenerationJob, *, priority: int, stream: bool
-    ) -> None:
+    task = None  # the Celery task the job runs as
+
+    def __init__(self, meter: UsageMeter, deployment: Deployment, request_id: str, *, priority: int) -> None:
         self.meter = meter
-        self.stream = stream
         self.deployment = deployment
-        self.job = job
+        self.request_id = request_id
         self.priority = priority
-        self.resumable = getattr(ENGINES.get(deployment.engine), "deterministic", False)
         self.layer = get_channel_layer()
         self.channel = ""
         self.attempt = 0
         self.inbox: asyncio.Queue[dict] = asyncio.Queue()
         self.reader: asyncio.Task | None = None
-        self.usage: dict | None = None
-        self.delivered = [0] * job.n  # characters of each choice handed to the client
-        self.replay = [0] * job.n  # characters the current attempt will repeat, to skip
+
+    def payload(self) -> dict:
+        """The task's job, as plain data."""
+        raise NotImplementedError
 
     async def submit(self) -> None:
         """Enqueue the job and wait until a worker starts it; 503 if none does in time."""
@@ -143,11 +141,9 @@ class InferenceCall:
 
     async def _dispatch(self, priority: int) -> None:
         self.attempt += 1
-        await sync_to_async(replies.attempt_begin)(self.job.request_id, self.attempt)
-        self.job.fast_forward = list(self.replay)
-        payload = {**asdict(self.job), "engine": self.deployment.engine, "attempt": self.attempt}
-        payload.pop("finished")
-        await sync_to_async(generate_task.apply_async, thread_sensitive=False)(
+        await sync_to_async(replies.attempt_begin)(self.request_id, self.attempt)
+        payload = {**self.payload(), "engine": self.deployment.engine, "attempt": self.attempt}
+        await sync_to_async(self.task.apply_async, thread_sensitive=False)(
             args=(payload, self.channel), queue=self.deployment.queue_name, priority=priority
         )
 
@@ -180,7 +176,9 @@ class InferenceCall:
                 continue  # from a worker this request was taken away from
             if message["type"] == replies.ERROR:
                 await self.close()
-                raise ApiError(message["message"], status=502, type="server_error", code=message["code"])
+                status = message.get("status", 502)
+                kind = "invalid_request_error" if status < 500 else "server_error"
+                raise ApiError(message["message"], status=status, type=kind, code=message["code"])
             if message["type"] == replies.START:
                 self.meter.worker = message["worker"]
                 if waiting_for_worker:
@@ -188,17 +186,62 @@ class InferenceCall:
                 continue
             return message
 
-    async def _redispatch(self, lost: WorkerLost) -> None:
-        """Dispatch the request again after its worker died, or raise ApiError if that can't be clean."""
-        restart_visible = any(self.delivered) and not self.resumable and self.stream
+    def _check_attempts(self, lost: WorkerLost, restart_visible: bool = False) -> None:
         if self.attempt >= settings.INFERENCE_MAX_ATTEMPTS or restart_visible:
-            await self.cancel()
             raise ApiError(
                 f"The GPU worker {lost} serving this request went offline. Please retry.",
                 status=502,
                 type="server_error",
                 code="worker_lost",
             )
+
+    async def cancel(self) -> None:
+        await sync_to_async(replies.request_cancel)(self.request_id)
+        await self.close()
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            self.reader = None
+
+
+class InferenceCall(QueuedCall):
+    """One generation request on its way through the queue to a worker and back.
+
+    If the worker dies mid-request, the request is dispatched again. A deterministic engine
+    (the same seed gives the same text) lets the new worker's output continue exactly where the
+    client's copy ends: the already-delivered prefix of each choice is skipped. With any other
+    engine a non-streamed request starts over, and a stream that has sent text ends with an error.
+    """
+
+    task = generate_task
+
+    def __init__(
+        self, meter: UsageMeter, deployment: Deployment, job: GenerationJob, *, priority: int, stream: bool
+    ) -> None:
+        super().__init__(meter, deployment, job.request_id, priority=priority)
+        self.stream = stream
+        self.job = job
+        self.resumable = getattr(ENGINES.get(deployment.engine), "deterministic", False)
+        self.usage: dict | None = None
+        self.delivered = [0] * job.n  # characters of each choice handed to the client
+        self.replay = [0] * job.n  # characters the current attempt will repeat, to skip
+
+    def payload(self) -> dict:
+        self.job.fast_forward = list(self.replay)
+        payload = asdict(self.job)
+        payload.pop("finished")
+        payload.pop("reported_usage")
+        return payload
+
+    async def _redispatch(self, lost: WorkerLost) -> None:
+        """Dispatch the request again after its worker died, or raise ApiError if that can't be clean."""
+        restart_visible = any(self.delivered) and not self.resumable and self.stream
+        try:
+            self._check_attempts(lost, restart_visible)
+        except ApiError:
+            await self.cancel()
+            raise
         logger.warning("Worker %s lost while serving %s; dispatching it again", lost, self.job.request_id)
         self.meter.worker = ""
         self.replay = list(self.delivered) if self.resumable else [0] * self.job.n
@@ -234,14 +277,51 @@ class InferenceCall:
                 self.meter.completion_tokens += count_tokens(text)
                 yield {"i": index, "t": text, "f": event["f"]}
 
-    async def cancel(self) -> None:
-        await sync_to_async(replies.request_cancel)(self.job.request_id)
-        await self.close()
 
-    async def close(self) -> None:
-        if self.reader is not None:
-            self.reader.cancel()
-            self.reader = None
+class EmbeddingCall(QueuedCall):
+    """One embeddings request: the worker sends the vectors, then ``done`` with the usage.
+
+    Nothing reaches the client before the end, and embeddings are a pure function of the input,
+    so a request whose worker dies is simply dispatched again.
+    """
+
+    task = embed_task
+
+    def __init__(self, meter: UsageMeter, deployment: Deployment, job: EmbeddingJob, *, priority: int) -> None:
+        super().__init__(meter, deployment, job.request_id, priority=priority)
+        self.job = job
+
+    def payload(self) -> dict:
+        return asdict(self.job)
+
+    async def result(self) -> tuple[list[bytes], dict]:
+        """Each input's vector as little-endian float32 bytes, and the usage."""
+        while True:
+            vectors: list[bytes] = [b""] * len(self.job.texts)
+            try:
+                while True:
+                    message = await self._next(settings.INFERENCE_STREAM_TIMEOUT)
+                    if message["type"] == replies.DONE:
+                        await self.close()
+                        usage = message["usage"]
+                        self.meter.prompt_tokens = usage["prompt_tokens"]
+                        self.meter.completion_tokens = 0
+                        return vectors, usage
+                    if message["type"] == replies.VECTORS:
+                        self.meter.mark_first_token()
+                        size = 4 * message["dimensions"]
+                        data = message["data"]
+                        for i in range(message["count"]):
+                            vectors[message["offset"] + i] = data[i * size : (i + 1) * size]
+            except WorkerLost as lost:
+                try:
+                    self._check_attempts(lost)
+                except ApiError:
+                    await self.cancel()
+                    raise
+                logger.warning("Worker %s lost while embedding %s; dispatching it again", lost, self.request_id)
+                self.meter.worker = ""
+                await self._dispatch(RETRY_PRIORITY)
 
 
 class CompletionResponse:

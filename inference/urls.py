@@ -7,4 +7,5 @@ urlpatterns = [
     path("models/<path:model_id>", views.models_detail, name="models-detail"),
     path("chat/completions", views.chat_completions, name="chat-completions"),
     path("completions", views.completions, name="completions"),
+    path("embeddings", views.embeddings, name="embeddings"),
 ]

@@ -289,11 +289,85 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     )
 
 
+EMBEDDING_PARAMS = {"model", "input", "encoding_format", "dimensions", "user"}
+MAX_EMBEDDING_INPUTS = 2048
+ENCODING_FORMATS = ("float", "base64")
+
+
+@dataclass
+class EmbeddingRequest:
+    model: str
+    inputs: list[str]
+    encoding_format: str = "float"
+    dimensions: int | None = None
+    user: str | None = None
+
+
+def _embedding_inputs(data: dict) -> list[str]:
+    value = data.get("input")
+    if value is None:
+        raise invalid_request("Missing required parameter: 'input'.", param="input")
+    token_arrays = "Token-array inputs are not supported here; send the text as a string or an array of strings."
+    if isinstance(value, str):
+        inputs = [value]
+    elif isinstance(value, list):
+        if not value:
+            raise invalid_request("'input' must not be an empty array.", param="input")
+        if all(_is_int(t) for t in value) or all(isinstance(t, list) for t in value):
+            raise invalid_request(token_arrays, param="input")
+        if len(value) > MAX_EMBEDDING_INPUTS:
+            raise invalid_request(
+                f"'input' takes at most {MAX_EMBEDDING_INPUTS} items, got {len(value)}; split the request.",
+                param="input",
+            )
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise invalid_request(
+                    f"Each item of 'input' must be a string, got {json.dumps(item)[:50]}.", param=f"input[{index}]"
+                )
+        inputs = value
+    else:
+        raise invalid_request("'input' must be a string or an array of strings.", param="input")
+    for index, text in enumerate(inputs):
+        if not text:
+            param = "input" if isinstance(value, str) else f"input[{index}]"
+            raise invalid_request("'input' must not contain empty strings.", param=param)
+    return inputs
+
+
+def parse_embedding_request(body: bytes) -> EmbeddingRequest:
+    """Validate a ``POST /v1/embeddings`` body."""
+    data = parse_json_body(body)
+    _reject_unknown(data, EMBEDDING_PARAMS)
+    model = _model(data)
+    inputs = _embedding_inputs(data)
+    encoding_format = data.get("encoding_format")
+    if encoding_format is None:
+        encoding_format = "float"
+    if encoding_format not in ENCODING_FORMATS:
+        raise invalid_request(
+            f"'encoding_format' must be 'float' or 'base64', got {json.dumps(encoding_format)}.",
+            param="encoding_format",
+        )
+    user = data.get("user")
+    if user is not None and not isinstance(user, str):
+        raise invalid_request("'user' must be a string.", param="user")
+    return EmbeddingRequest(
+        model=model,
+        inputs=inputs,
+        encoding_format=encoding_format,
+        dimensions=_optional_int(data, "dimensions", 1),
+        user=user,
+    )
+
+
 __all__ = [
     "ApiError",
     "ChatRequest",
     "CompletionRequest",
+    "EmbeddingRequest",
     "parse_chat_request",
     "parse_completion_request",
+    "parse_embedding_request",
     "parse_json_body",
 ]

@@ -1,18 +1,24 @@
-"""The GPU worker process: a Celery worker whose queues the server assigns over the fleet WebSocket.
+"""The GPU worker process: a Celery worker that serves the replicas the server places on it.
 
-:class:`FleetStep` is a Celery consumer bootstep: a few times a second it brings the consumed
-queues in line with the assignment the :class:`~deployments.agent.FleetAgent` last received, so a
-node starts and stops serving deployments without a restart. Celery's signals keep the agent's
-count of requests in flight, and mark the node draining on a warm shutdown (SIGTERM).
+The :class:`~deployments.agent.FleetAgent` receives the node's assignment (its replicas) over the
+fleet WebSocket. :class:`FleetStep`, a Celery consumer bootstep, loads each new replica's engine
+in the background (``engine.prepare()``: a model loaded, an upstream checked), reports it
+``running`` or ``failed`` in the heartbeats, and consumes exactly the queues of the loaded
+replicas: a node starts and stops serving deployments without a restart. Celery's signals keep
+the agent's count of requests in flight, and mark the node draining on a warm shutdown (SIGTERM).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 
 from celery import bootsteps, signals
 
 from deployments.agent import FleetAgent
+from inference.engines import UnknownEngine, get_engine
+from inference.engines.base import EngineUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +62,23 @@ def _shutdown(**kwargs) -> None:
     _agent.leave()
 
 
+def load_replica(spec: dict) -> None:
+    """Prepare a replica's engine (in a thread of its own) and record the outcome."""
+    states = _agent.replica_states
+    try:
+        engine = get_engine(spec["engine"], spec["engine_config"])
+        asyncio.run(engine.prepare())
+    except (UnknownEngine, EngineUnavailable) as error:
+        logger.error("Replica %s of %s failed to load: %s", spec["id"], spec["deployment"], error)
+        states[str(spec["id"])] = {"state": "failed", "reason": str(error)}
+    except Exception as error:
+        logger.exception("Replica %s of %s failed to load", spec["id"], spec["deployment"])
+        states[str(spec["id"])] = {"state": "failed", "reason": f"{type(error).__name__}: {error}"}
+    else:
+        logger.info("Replica %s of %s loaded", spec["id"], spec["deployment"])
+        states[str(spec["id"])] = {"state": "running", "reason": ""}
+
+
 class FleetStep(bootsteps.StartStopStep):
     requires = {"celery.worker.consumer.tasks:Tasks"}
 
@@ -65,18 +88,29 @@ class FleetStep(bootsteps.StartStopStep):
 
     def start(self, consumer) -> None:
         self.consumer = consumer
-        self.timer_ref = consumer.timer.call_repeatedly(SYNC_INTERVAL, self.sync_queues)
+        self.timer_ref = consumer.timer.call_repeatedly(SYNC_INTERVAL, self.sync)
 
     def stop(self, consumer) -> None:
         if self.timer_ref is not None:
             self.timer_ref.cancel()
             self.timer_ref = None
 
-    def sync_queues(self) -> None:
+    def sync(self) -> None:
+        assignment = _agent.assignment
+        states = _agent.replica_states
+        if assignment is not None:
+            assigned = {str(spec["id"]): spec for spec in assignment}
+            for key in list(states):
+                if key not in assigned:
+                    del states[key]
+            for key, spec in assigned.items():
+                if key not in states:
+                    states[key] = {"state": "starting", "reason": ""}
+                    threading.Thread(target=load_replica, args=(spec,), name=f"load-{key}", daemon=True).start()
         consumed = {queue.name for queue in self.consumer.task_consumer.queues}
-        desired = _agent.desired_queues
-        if desired is not None and not _agent.draining:
-            wanted = set(desired) | {CONTROL_QUEUE}
+        if assignment is not None and not _agent.draining:
+            loaded = {spec["queue"] for spec in assignment if states.get(str(spec["id"]), {}).get("state") == "running"}
+            wanted = loaded | {CONTROL_QUEUE}
             for name in sorted(wanted - consumed):
                 logger.info("Consuming %s", name)
                 self.consumer.add_task_queue(name)

@@ -1,8 +1,11 @@
+from decimal import Decimal
+
 import pytest
 from django.urls import reverse
 
 from deployments.fleet import join_token_create, node_register
-from deployments.models import JoinToken, WorkerNode
+from deployments.models import CatalogModel, Deployment, JoinToken, Replica, WorkerNode
+from deployments.services import deployment_create
 
 pytestmark = pytest.mark.django_db
 
@@ -102,3 +105,143 @@ def test_it_keeps_deployment_admin(admin_client, catalog):
 def test_it_requires_staff(client, user):
     client.force_login(user)
     assert client.get(reverse("admin:deployments_workernode_changelist")).status_code == 302
+
+
+def _deployment_change_data(deployment, **fields) -> dict:
+    """The change form as the admin renders it: the editable fields and the replicas inline's management form."""
+    replicas = list(deployment.replica_set.all())
+    data = {
+        "engine_config": "{}",
+        "precision": deployment.precision,
+        "gpu_profile": deployment.gpu_profile,
+        "placement": deployment.placement,
+        "replicas": str(deployment.replicas),
+        "replica_set-TOTAL_FORMS": str(len(replicas)),
+        "replica_set-INITIAL_FORMS": str(len(replicas)),
+        "replica_set-MIN_NUM_FORMS": "0",
+        "replica_set-MAX_NUM_FORMS": "1000",
+    }
+    for i, replica in enumerate(replicas):
+        data[f"replica_set-{i}-id"] = str(replica.pk)
+        data[f"replica_set-{i}-deployment"] = str(deployment.pk)
+    return {**data, **fields}
+
+
+def test_it_lists_replicas_read_only(admin_client, catalog):
+    replica = Replica.objects.select_related("deployment", "node").get(deployment=catalog[0])
+    Replica.objects.filter(pk=replica.pk).update(state=Replica.State.FAILED, reason="CUDA out of memory")
+    content = admin_client.get(reverse("admin:deployments_replica_changelist")).content.decode()
+    assert replica.deployment.name in content
+    assert "unit-node-1" in content
+    assert "CUDA out of memory" in content
+    assert "Failed" in content
+    url = reverse("admin:deployments_replica_change", args=[replica.pk])
+    response = admin_client.get(url)
+    assert response.status_code == 200
+    assert "CUDA out of memory" in response.content.decode()
+    assert admin_client.get(reverse("admin:deployments_replica_add")).status_code == 403
+    admin_client.post(url, {"state": "running", "reason": ""})
+    replica.refresh_from_db()
+    assert replica.state == Replica.State.FAILED
+
+
+def test_it_places_again_a_deleted_replica(admin_client, catalog):
+    replica = Replica.objects.get(deployment=catalog[0])
+    response = admin_client.post(reverse("admin:deployments_replica_delete", args=[replica.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    assert not Replica.objects.filter(pk=replica.pk).exists()
+    assert Replica.objects.filter(deployment=catalog[0]).count() == 1  # placed again at once
+
+
+def test_deployment_change_page_shows_status_and_replicas(admin_client, catalog):
+    deployment = catalog[0]
+    Deployment.objects.filter(pk=deployment.pk).update(status_reason="1 of 1 replicas loaded <ok>")
+    content = admin_client.get(reverse("admin:deployments_deployment_change", args=[deployment.pk])).content.decode()
+    assert "Running" in content
+    assert "1 of 1 replicas loaded &lt;ok&gt;" in content
+    assert "unit-node-1" in content  # the replicas inline
+    content = admin_client.get(reverse("admin:deployments_deployment_changelist")).content.decode()
+    assert "1 of 1 replicas loaded &lt;ok&gt;" in content
+
+
+def test_saving_a_deployment_in_admin_places_it(admin_client, catalog):
+    deployment = catalog[0]  # llama at fp16; a second replica does not fit
+    url = reverse("admin:deployments_deployment_change", args=[deployment.pk])
+    response = admin_client.post(url, _deployment_change_data(deployment, replicas="2", status="stopped"))
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    deployment.refresh_from_db()
+    assert deployment.replicas == 2
+    assert deployment.status == Deployment.Status.SCHEDULING  # placement's word, not the form's
+    assert "no online 'simulated' node has 17.5 GB" in deployment.status_reason
+
+    # A new precision reloads the replicas, as through the API.
+    response = admin_client.post(url, _deployment_change_data(deployment, replicas="1", precision="int8"))
+    assert response.status_code == 302
+    deployment.refresh_from_db()
+    assert deployment.replica_set.get().memory_gb == 9.5
+    assert deployment.status == Deployment.Status.STARTING
+
+
+def test_adding_a_deployment_in_admin_places_it(admin_client, catalog):
+    model = CatalogModel.objects.create(
+        model_id="tiny-1b", family="tiny", parameters_billion=Decimal("1.1"), memory_gb={"fp16": 2.5}
+    )
+    data = {
+        "name": "tiny",
+        "model": str(model.pk),
+        "engine": "simulated",
+        "engine_config": "{}",
+        "precision": "fp16",
+        "gpu_profile": "",
+        "placement": "binpack",
+        "replicas": "1",
+        "replica_set-TOTAL_FORMS": "0",
+        "replica_set-INITIAL_FORMS": "0",
+        "replica_set-MIN_NUM_FORMS": "0",
+        "replica_set-MAX_NUM_FORMS": "1000",
+    }
+    response = admin_client.post(reverse("admin:deployments_deployment_add"), data)
+    assert response.status_code == 302
+    deployment = Deployment.objects.get(name="tiny")
+    assert deployment.status == Deployment.Status.STARTING
+    assert deployment.replica_set.get().node.name == "unit-node-1"
+
+
+def test_it_keeps_name_model_and_engine_of_a_deployment(admin_client, catalog):
+    deployment = catalog[0]
+    url = reverse("admin:deployments_deployment_change", args=[deployment.pk])
+    other = catalog[1].model
+    admin_client.post(url, _deployment_change_data(deployment, name="renamed", model=str(other.pk), engine="hf"))
+    deployment.refresh_from_db()
+    assert (deployment.name, deployment.model_id, deployment.engine) == (
+        catalog[0].name,
+        catalog[0].model_id,
+        "simulated",
+    )
+
+
+def test_deleting_a_deployment_in_admin_frees_its_gpus(admin_client, catalog):
+    waiting = deployment_create(
+        name="waiting", model=CatalogModel.objects.get(model_id="mistral-7b-instruct-v0.3"), precision="int4"
+    )
+    assert waiting.status == Deployment.Status.SCHEDULING  # 5 GB needed, 4.5 GB free
+    deployment = catalog[0]
+    response = admin_client.post(reverse("admin:deployments_deployment_delete", args=[deployment.pk]), {"post": "yes"})
+    assert response.status_code == 302
+    assert not Deployment.objects.filter(pk=deployment.pk).exists()
+    waiting.refresh_from_db()
+    assert waiting.status == Deployment.Status.STARTING  # placed in the memory it freed
+
+
+def test_stop_and_start_actions(admin_client, catalog):
+    deployment = catalog[0]
+    url = reverse("admin:deployments_deployment_changelist")
+    response = admin_client.post(url, {"action": "stop", "_selected_action": [deployment.pk]}, follow=True)
+    assert "Stopped 1 deployment(s)." in response.content.decode()
+    deployment.refresh_from_db()
+    assert deployment.status == Deployment.Status.STOPPED
+    assert not deployment.replica_set.exists()
+    response = admin_client.post(url, {"action": "start", "_selected_action": [deployment.pk]}, follow=True)
+    assert "Started 1 deployment(s)." in response.content.decode()
+    deployment.refresh_from_db()
+    assert deployment.status == Deployment.Status.STARTING

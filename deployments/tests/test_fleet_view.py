@@ -80,7 +80,8 @@ def test_it_renders_the_live_snapshot(client, staff, catalog):
     snapshot = response.context["snapshot"]
     assert [n["id"] for n in snapshot["nodes"]] == [n["id"] for n in fleet_snapshot()["nodes"]]
     assert snapshot["queues"] == fleet_snapshot()["queues"]
-    assert response.context["totals"] == {"online": 1, "nodes": 1, "in_flight": 3, "slots": 8, "waiting": 0}
+    # The catalog fixture's own node (idle, 8 slots) counts too.
+    assert response.context["totals"] == {"online": 2, "nodes": 2, "in_flight": 3, "slots": 16, "waiting": 0}
 
 
 def test_it_shows_queue_depth(client, staff, catalog):

@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from conftest import wait_for
-from deployments.fleet import node_effective_status
 from deployments.models import WorkerNode
 
 pytestmark = pytest.mark.live
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.live
 
 def _status(live, name: str) -> str:
     node = WorkerNode.objects.get(name=name)
-    return node_effective_status(node)
+    return node.effective_status
 
 
 def _api_workers(live, key: str) -> dict:

