@@ -24,3 +24,4 @@ lint: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/gateway.py
 	$(PY) bench/fleet.py
+	$(PY) bench/openai_overhead.py

@@ -1,7 +1,9 @@
 """The platform's token count: one token per word or punctuation mark.
 
-Every engine's usage is reported with the same counter, so prompt and completion counts (and so
-bills) are consistent across engines: counting a completion's text again gives its token count.
+Prompts are counted with it before dispatch (context checks, metering of refused requests), and
+the simulated engine counts its output with it, so counting a completion's text again gives its
+token count. Engines that know better — an upstream server's usage, a model's tokenizer — report
+their own counts, and those are billed.
 """
 
 import re
