@@ -63,7 +63,8 @@ class ReplicaInline(admin.TabularInline):
 
 
 def _gpus(replica: Replica) -> str:
-    return ", ".join(str(i) for i in replica.gpu_indices) if replica.gpu_indices else "none (CPU or upstream server)"
+    # No GPU indices: a CPU node, or an "openai" replica whose upstream server owns its memory.
+    return ", ".join(str(i) for i in replica.gpu_indices) if replica.gpu_indices else "none"
 
 
 @admin.register(Deployment)
@@ -74,6 +75,18 @@ class DeploymentAdmin(admin.ModelAdmin):
     list_filter = ["status", "engine", "gpu_profile"]
     list_select_related = ["model"]
     search_fields = ["name", "model__model_id"]
+    fields = [
+        "name",
+        "model",
+        "engine",
+        "status",
+        "status_reason",
+        "replicas",
+        "precision",
+        "gpu_profile",
+        "placement",
+        "engine_config",
+    ]
     # Placement writes the status; operators stop and start deployments with the actions.
     readonly_fields = ["status", "status_reason"]
     inlines = [ReplicaInline]
@@ -122,7 +135,7 @@ class ReplicaAdmin(admin.ModelAdmin):
     Deleting one makes placement put it back at once (possibly elsewhere)."""
 
     list_display = ["deployment", "node", "gpus", "memory_gb", "state", "reason", "created_at"]
-    list_filter = ["state", "deployment", "node"]
+    list_filter = ["state", "deployment"]
     list_select_related = ["deployment", "node"]
     search_fields = ["deployment__name", "node__name", "reason"]
     fields = ["deployment", "node", "gpus", "memory_gb", "state", "reason", "created_at"]

@@ -106,7 +106,7 @@ class Deployment(models.Model):
         BINPACK = "binpack", "Binpack (fill nodes before using new ones)"
         SPREAD = "spread", "Spread (use the emptiest nodes)"
 
-    name = models.SlugField(max_length=100, unique=True, help_text="Also names the task queue: deployment.<name>.")
+    name = models.SlugField(max_length=100, unique=True, help_text="Also names the task queue: deployment.NAME.")
     model = models.ForeignKey(CatalogModel, on_delete=models.PROTECT, related_name="deployments")
     engine = models.CharField(max_length=20, choices=Engine.choices, default=Engine.SIMULATED)
     engine_config = models.JSONField(

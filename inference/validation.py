@@ -22,10 +22,11 @@ CHAT_PARAMS = {
 } | ACCEPTED_AND_IGNORED  # fmt: skip
 
 
-@dataclass
-class ChatRequest:
+@dataclass(kw_only=True)
+class GenerationRequest:
+    """What chat and text completions share: the model, sampling, and streaming."""
+
     model: str
-    messages: list[dict]
     max_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
@@ -35,6 +36,11 @@ class ChatRequest:
     user: str | None = None
     stream: bool = False
     include_usage: bool = False
+
+
+@dataclass(kw_only=True)
+class ChatRequest(GenerationRequest):
+    messages: list[dict]
 
 
 def parse_json_body(body: bytes) -> dict:
@@ -140,19 +146,10 @@ def _stop(data: dict) -> list[str]:
     return stop
 
 
-@dataclass
-class CompletionRequest:
-    model: str
+@dataclass(kw_only=True)
+class CompletionRequest(GenerationRequest):
     prompts: list[str]
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    n: int = 1
-    stop: list[str] = field(default_factory=list)
-    seed: int | None = None
-    user: str | None = None
-    stream: bool = False
-    include_usage: bool = False
+    max_tokens: int = 16  # the legacy endpoint's default
     echo: bool = False
 
 

@@ -62,8 +62,42 @@ def _shutdown(**kwargs) -> None:
     _agent.leave()
 
 
+# A replica whose engine fails this many requests in a row is reported failed (so the server
+# stops routing to it), and is checked again every RECHECK_SECONDS until it loads.
+UNHEALTHY_AFTER = 3
+RECHECK_SECONDS = 10.0
+_failures: dict[str, int] = {}
+_health_lock = threading.Lock()
+
+
+def record_engine_outcome(queue: str, failure: str | None) -> None:
+    """Feed the health of the replica serving ``queue`` with a request's outcome."""
+    if _agent is None or not queue:
+        return
+    spec = next((s for s in _agent.assignment or [] if s["queue"] == queue), None)
+    if spec is None:
+        return
+    key = str(spec["id"])
+    with _health_lock:
+        if failure is None:
+            _failures[key] = 0
+            return
+        _failures[key] = _failures.get(key, 0) + 1
+        if _failures[key] < UNHEALTHY_AFTER or _agent.replica_states.get(key, {}).get("state") != "running":
+            return
+        reason = f"{_failures[key]} requests in a row failed in the engine: {failure}"
+        _agent.replica_states[key] = {"state": "failed", "reason": reason[:300]}
+        _failures[key] = 0
+    logger.error("Replica %s of %s marked failed: %s", key, spec["deployment"], reason)
+    recheck = threading.Timer(RECHECK_SECONDS, load_replica, (spec,))
+    recheck.daemon = True
+    recheck.start()
+
+
 def load_replica(spec: dict) -> None:
     """Prepare a replica's engine (in a thread of its own) and record the outcome."""
+    if _agent is None:
+        return
     states = _agent.replica_states
     try:
         engine = get_engine(spec["engine"], spec["engine_config"])
@@ -71,6 +105,11 @@ def load_replica(spec: dict) -> None:
     except (UnknownEngine, EngineUnavailable) as error:
         logger.error("Replica %s of %s failed to load: %s", spec["id"], spec["deployment"], error)
         states[str(spec["id"])] = {"state": "failed", "reason": str(error)}
+        if str(spec["id"]) in {str(s["id"]) for s in _agent.assignment or []}:
+            # Keep checking: an upstream that comes back, or a model that fits after all.
+            recheck = threading.Timer(RECHECK_SECONDS, load_replica, (spec,))
+            recheck.daemon = True
+            recheck.start()
     except Exception as error:
         logger.exception("Replica %s of %s failed to load", spec["id"], spec["deployment"])
         states[str(spec["id"])] = {"state": "failed", "reason": f"{type(error).__name__}: {error}"}
