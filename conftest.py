@@ -62,6 +62,12 @@ def outsider(django_user_model):
 
 
 @pytest.fixture
+def staff(django_user_model):
+    """An operator."""
+    return django_user_model.objects.create_user("oscar", "oscar@example.com", "operator password", is_staff=True)
+
+
+@pytest.fixture
 def make_key():
     """make_key(user, **kwargs) -> (ApiKey, plaintext key)."""
     from accounts.models import ApiKey

@@ -33,11 +33,6 @@ async def _first_message(headers) -> tuple[bool, dict | None]:
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user("oscar", "oscar@example.com", "operator password", is_staff=True)
-
-
-@pytest.fixture
 def node():
     _, token = join_token_create(name="rack 3")
     node, _ = node_register(token=token, name="gpu-box", host="rack3.example.net", engine="simulated", slots=8, gpus=[])

@@ -14,11 +14,6 @@ URL = reverse("fleet:deployments")
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user("oscar", "oscar@example.com", "operator password", is_staff=True)
-
-
-@pytest.fixture
 def tiny(catalog):
     """A model small enough for what the demo catalog leaves free on the fixture's node (4.5 GB)."""
     return CatalogModel.objects.create(

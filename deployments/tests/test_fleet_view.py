@@ -33,11 +33,6 @@ def _busy_telemetry() -> dict:
     return {"in_flight": 3, "slots": 8, "queues": [], "gpus": [gpu, {**gpu, "index": 1, "utilization": 12}]}
 
 
-@pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user("oscar", "oscar@example.com", "operator password", is_staff=True)
-
-
 def test_it_requires_login(client):
     response = client.get(URL)
     assert response.status_code == 302

@@ -13,11 +13,6 @@ URL = reverse("fleet:tokens")
 RAW_TOKEN = re.compile(r"gpcj_[0-9a-f]{12}_[A-Za-z0-9_-]{20,}")
 
 
-@pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user("oscar", "oscar@example.com", "operator password", is_staff=True)
-
-
 def test_it_requires_login(client):
     response = client.get(URL)
     assert response.status_code == 302

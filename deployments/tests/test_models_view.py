@@ -12,11 +12,6 @@ URL = reverse("fleet:models")
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user("oscar", "oscar@example.com", "operator password", is_staff=True)
-
-
-@pytest.fixture
 def operator(client, staff):
     client.force_login(staff)
     return client

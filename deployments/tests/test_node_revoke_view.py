@@ -8,11 +8,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user("oscar", "oscar@example.com", "operator password", is_staff=True)
-
-
-@pytest.fixture
 def joined():
     """(node, its credential) for a node that joined with a join token."""
     _, token = join_token_create(name="rack 3")
