@@ -306,9 +306,19 @@ class Platform:
         response = self.client.get("/health")
         return response.status_code, response.json()
 
+    def scale_to_workers(self) -> None:
+        """One replica of each benchmark model per live worker, spread: every worker serves them."""
+        from deployments.models import Deployment
+        from deployments.services import deployment_update
+
+        count = max(1, sum(worker.alive for worker in self.workers))
+        for deployment in Deployment.objects.filter(model__model_id__in=self.models):
+            deployment_update(deployment=deployment, replicas=count, placement=Deployment.Placement.SPREAD)
+
     def wait_ready(self, workers: Iterable[Worker], timeout: float | None = None) -> None:
         """Wait for /health 200, and for each worker to be online, consuming the queues, listed by /health."""
         workers = list(workers)
+        self.scale_to_workers()
 
         def ready() -> bool:
             for worker in workers:

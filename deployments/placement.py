@@ -14,7 +14,7 @@ Rules:
   without GPUs runs replicas on its CPU.
 * ``binpack`` (default) picks the node left with the least free memory; ``spread`` the most.
   Replicas of one deployment prefer nodes that have none of it yet, then the deployment's GPU
-  type preference.
+  type preference; two that had to share a node move apart once another node has room.
 * A replica on a node that is offline, draining, left or revoked is removed and placed again.
 * Status: ``scheduling`` while some replica has no node (with the reason), ``starting`` until
   every replica reports loaded, ``running`` when all do, ``failed`` when a replica failed to
@@ -70,6 +70,10 @@ class NodeCapacity:
         self.deployments.add(deployment_id)
         for index in gpus:
             self.free_gb[index] = self.free_gb.get(index, 0) - memory_gb / len(gpus)
+
+    def release(self, gpus: list[int], memory_gb: float) -> None:
+        for index in gpus:
+            self.free_gb[index] = self.free_gb.get(index, 0) + memory_gb / len(gpus)
 
     def fit(self, need_gb: float, spread: bool) -> list[int] | None:
         """GPU indices that can hold ``need_gb``: one GPU if possible, else several; None if not."""
@@ -150,6 +154,7 @@ def _reconcile_locked() -> None:
             Replica.objects.filter(pk__in=[r.pk for r in doomed]).delete()
             own = [r for r in own if r not in doomed]
         need = replica_memory_gb(deployment)
+        own = _spread_out(deployment, own, need, capacities)
         unplaced_reason = ""
         while len(own) < deployment.replicas:
             capacity, gpus = _choose(deployment, need, list(capacities.values()))
@@ -166,6 +171,27 @@ def _reconcile_locked() -> None:
             capacity.take(deployment.pk, gpus, need)
             own.append(replica)
         _save_status(deployment, *_status(deployment, own, unplaced_reason))
+
+
+def _spread_out(deployment: Deployment, own: list[Replica], need: float, capacities: dict) -> list[Replica]:
+    """Replicas placed together while no other node could take them move once one can: two
+    replicas of a deployment share a node only when no other node has room."""
+    spread = deployment.placement == Deployment.Placement.SPREAD
+    for replica in sorted(own, key=lambda r: -r.pk):
+        if sum(r.node_id == replica.node_id for r in own) < 2:
+            continue
+        room = any(
+            capacity.node.engine == deployment.engine
+            and deployment.pk not in capacity.deployments
+            and capacity.fit(need, spread) is not None
+            for capacity in capacities.values()
+        )
+        if not room:
+            break
+        Replica.objects.filter(pk=replica.pk).delete()
+        capacities[replica.node_id].release(replica.gpu_indices, replica.memory_gb)
+        own = [r for r in own if r.pk != replica.pk]
+    return own
 
 
 def _save_status(deployment: Deployment, status: str, reason: str) -> None:

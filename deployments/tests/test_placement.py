@@ -152,3 +152,14 @@ def test_memory_need_is_estimated_when_the_catalog_is_silent():
     deployment = Deployment(model=bare, precision="int8", engine="simulated")
     assert placement.replica_memory_gb(deployment) == pytest.approx(8.4)
     assert placement.replica_memory_gb(Deployment(model=bare, engine="openai")) == 0
+
+
+def test_replicas_that_had_to_share_a_node_move_apart_when_another_joins(model):
+    node(80, name="first")
+    deployment = deployment_create(name="d", model=model, replicas=2)
+    assert placed(deployment) == [("first", [0]), ("first", [0])]
+    node(80, name="second")
+    placement.reconcile()
+    assert sorted(name for name, _ in placed(deployment)) == ["first", "second"]
+    placement.reconcile()  # and stays put
+    assert sorted(name for name, _ in placed(deployment)) == ["first", "second"]
