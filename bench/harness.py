@@ -259,8 +259,8 @@ class Platform:
 
     # --- workers --------------------------------------------------------------------------
 
-    def start_worker(self, name: str | None = None, slots: int | None = None) -> Worker:
-        """Start one more worker (not waited for: see :meth:`wait_ready`)."""
+    def start_worker(self, name: str | None = None, slots: int | None = None, *args: str) -> Worker:
+        """Start one more worker (not waited for: see :meth:`wait_ready`); ``args`` go to gpuworker."""
         name = name or f"{self.label}-w{len(self.workers)}"
         log_path = LOG_DIR / f"{name}.log"
         command = [
@@ -272,6 +272,7 @@ class Platform:
             f"--name={name}",
             f"--slots={slots or self.slots}",
             "--loglevel=WARNING",
+            *args,
         ]
         worker = Worker(name=name, process=self._spawn(command, log_path), log=log_path)
         self.workers.append(worker)

@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 import httpx
 
 from bench.harness import (
-    BASE_DIR,
-    LOG_DIR,
     Platform,
     PlatformError,
     embedded_redis_running,
@@ -121,6 +119,7 @@ def streaming(client: httpx.Client, model: str, max_tokens: int, stats: PathStat
 def setup_openai_deployment(platform: Platform) -> None:
     """The llama-via-openai model, deployed with the openai engine on the platform's own /v1."""
     from deployments.models import CatalogModel, Deployment
+    from deployments.services import deployment_create
 
     upstream = CatalogModel.objects.get(model_id=UPSTREAM_MODEL)
     model, _ = CatalogModel.objects.get_or_create(
@@ -134,35 +133,13 @@ def setup_openai_deployment(platform: Platform) -> None:
     )
     config = {"base_url": f"{platform.url}/v1", "api_key": platform.key, "model": UPSTREAM_MODEL}
     Deployment.objects.filter(name=VIA_DEPLOYMENT).delete()
-    try:
-        from deployments.services import deployment_create
-    except ImportError:  # before placement: a running deployment is served by every node of its engine
-        Deployment.objects.create(
-            name=VIA_DEPLOYMENT, model=model, engine="openai", engine_config=config, status=Deployment.Status.RUNNING
-        )
-    else:
-        deployment_create(name=VIA_DEPLOYMENT, model=model, engine="openai", engine_config=config)
+    deployment_create(name=VIA_DEPLOYMENT, model=model, engine="openai", engine_config=config)
 
 
 def start_openai_worker(platform: Platform) -> None:
     """A worker that joins with ``--engine openai`` (the harness starts simulated ones)."""
-    from bench.harness import Worker
-
-    name = f"{platform.label}-openai"
-    log = LOG_DIR / f"{name}.log"
-    command = [
-        sys.executable,
-        str(BASE_DIR / "manage.py"),
-        "gpuworker",
-        f"--server={platform.url}",
-        f"--token={platform.join_token}",
-        f"--name={name}",
-        "--engine=openai",
-        f"--slots={platform.slots}",
-        "--loglevel=WARNING",
-    ]
-    worker = Worker(name=name, process=platform._spawn(command, log), log=log)
-    platform.workers.append(worker)
+    worker = platform.start_worker(f"{platform.label}-openai", None, "--engine=openai")
+    log = worker.log
     queue = f"deployment.{VIA_DEPLOYMENT}"
 
     def serving() -> bool:
