@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,19 +127,27 @@ class LivePlatform:
     workers: list[subprocess.Popen]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start_worker(self, name: str = "worker", *args: str) -> subprocess.Popen:
+    def start_worker(
+        self, name: str = "worker", *args: str, state_dir: Path | None = None, env: dict | None = None
+    ) -> subprocess.Popen:
+        """Start a GPU node (``python -m gpunode``) that joins with the session's join token.
+
+        It gets the environment of a machine outside the server: no database, Redis or secret key.
+        A fresh state directory unless ``state_dir`` is given, so it registers as a new node.
+        """
+        state_dir = state_dir or Path(tempfile.mkdtemp(prefix=f"gpunode-{name}-"))
         worker = subprocess.Popen(
             [
                 sys.executable,
-                str(BASE_DIR / "manage.py"),
-                "gpuworker",
+                "-m",
+                "gpunode",
                 f"--server={self.url}",
-                f"--token={self.join_token}",
                 f"--name={name}",
+                f"--state-dir={state_dir}",
                 "--loglevel=WARNING",
                 *args,
             ],
-            env=self.env,
+            env={**node_environment(), "GPUCLOUD_JOIN_TOKEN": self.join_token, **(env or {})},
             cwd=BASE_DIR,
         )
         self.workers.append(worker)
@@ -205,6 +215,15 @@ class LivePlatform:
             process.wait()
 
 
+# What a server's environment has and a GPU node's must not need.
+SERVER_ONLY_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "API_KEY_HASH_SECRET", "DJANGO_SETTINGS_MODULE")
+
+
+def node_environment() -> dict:
+    """The environment of a GPU node process: this one's, less everything of the server side."""
+    return {k: v for k, v in os.environ.items() if k not in SERVER_ONLY_VARIABLES}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -233,8 +252,8 @@ def wait_for(condition, timeout: float = 30, interval: float = 0.1, message: str
 def long_seeds(model: str, messages: list[dict], count: int, min_tokens: int = 100) -> list[int]:
     """Seeds for which the simulated engine's reply to ``messages`` runs to at least ``min_tokens``
     (its replies end naturally after 12 to 96 tokens): for tests that need a request to last."""
-    from inference.engines.base import GenerationJob
-    from inference.engines.simulated import MAX_LENGTH, MIN_LENGTH, _rng
+    from gpunode.engines.simulated import MAX_LENGTH, MIN_LENGTH, _rng
+    from nodeprotocol import GenerationJob
 
     prompt = "\n".join(f"{m['role']}: {m['content']}" for m in messages)
     seeds = []
@@ -248,6 +267,106 @@ def long_seeds(model: str, messages: list[dict], count: int, min_tokens: int = 1
             if len(seeds) == count:
                 return seeds
     raise AssertionError("no long seeds found")
+
+
+class ProtocolNode:
+    """A GPU node played by the test: it speaks the node protocol by hand over a real WebSocket,
+    with a credential of its own, so a test can make it honest, scripted or hostile.
+
+    It registers with the join token, heartbeats in the background (reporting every replica it is
+    assigned as loaded when ``serve`` is true, none otherwise) and keeps every message it gets.
+    """
+
+    def __init__(
+        self,
+        platform: LivePlatform,
+        name: str,
+        *,
+        serve: bool = True,
+        gpus: list[dict] | None = None,
+        registration: dict | None = None,
+    ):
+        """Register as ``name``, or with ``registration`` (another ProtocolNode's) be that node again."""
+        import queue
+
+        from nodeprotocol import VERSION
+
+        self.platform = platform
+        self.serve = serve
+        if registration is None:
+            body = {"token": platform.join_token, "name": name, "engine": "simulated", "slots": 4, "protocol": VERSION}
+            body["gpus"] = [{"index": 0, "name": "A100-80GB", "memory_total_mb": 81920}] if gpus is None else gpus
+            response = httpx.post(f"{platform.url}/api/workers/register", json=body, timeout=10)
+            assert response.status_code == 201, response.text
+            registration = response.json()
+        self.registration = registration
+        self.name = registration["node"]
+        self.credential = registration["credential"]
+        self.replicas: dict[str, dict] = {}
+        self.received: list[dict] = []
+        self.inbox: queue.Queue = queue.Queue()
+        self.ws = None
+        self.closed = None  # the close frame, once the platform closes the socket
+        self._stop = False
+
+    def connect(self, *, version: int | None = None) -> ProtocolNode:
+        import threading
+
+        from websockets.sync.client import connect
+
+        from nodeprotocol import VERSION, VERSION_HEADER
+
+        headers = {"Authorization": f"Bearer {self.credential}", VERSION_HEADER: str(version or VERSION)}
+        url = self.platform.url.replace("http://", "ws://") + "/ws/workers/"
+        # Held open across threads rather than in a with block: legacy=True says so.
+        self.ws = connect(url, additional_headers=headers, legacy=True)
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._beat, daemon=True).start()
+        return self
+
+    def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            for raw in self.ws:
+                message = json.loads(raw)
+                if message.get("type") == "assign" and self.serve:
+                    self.replicas = {str(r["id"]): {"state": "running", "reason": ""} for r in message["replicas"]}
+                self.received.append(message)
+                self.inbox.put(message)
+        except ConnectionClosed:
+            pass
+        self.closed = self.ws.close_code, self.ws.close_reason
+
+    def _beat(self) -> None:
+        while not self._stop and self.closed is None:
+            try:
+                self.send({"type": "heartbeat", "slots": 4, "replicas": self.replicas, "draining": False, "gpus": []})
+            except Exception:
+                return
+            time.sleep(0.5)
+
+    def send(self, message: dict) -> None:
+        self.ws.send(json.dumps(message))
+
+    def next(self, kind: str, timeout: float = 15) -> dict:
+        """The next message of type ``kind`` (others are skipped, and kept in ``received``)."""
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                message = self.inbox.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if message.get("type") == kind:
+                return message
+        raise AssertionError(f"{self.name} got no {kind!r} message within {timeout}s")
+
+    def close(self) -> None:
+        self._stop = True
+        if self.ws is not None:
+            self.ws.close()
 
 
 def _healthy(url: str) -> bool:

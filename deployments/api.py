@@ -11,8 +11,7 @@ from rest_framework.views import APIView
 
 from accounts.api import ManagementAPIView
 from accounts.drf import HasManagementScope
-from deployments.fleet import Refused, node_register
-from deployments.gpus import GPU_PROFILE_CHOICES
+from deployments.fleet import ProtocolMismatch, Refused, node_register
 from deployments.models import CatalogModel, Deployment, Engine, Precision, Replica
 from deployments.placement import replica_memory_gb
 from deployments.selectors import node_summary, queue_depths, visible_nodes
@@ -24,6 +23,8 @@ from deployments.services import (
     deployment_update,
 )
 from gpucloud.openai_errors import ApiError
+from nodeprotocol import VERSION as PROTOCOL_VERSION
+from nodeprotocol.gpus import GPU_PROFILE_CHOICES
 
 
 class GpuSerializer(serializers.Serializer):
@@ -39,6 +40,8 @@ class RegisterSerializer(serializers.Serializer):
     engine = serializers.ChoiceField(choices=Engine.choices, default=Engine.SIMULATED)
     slots = serializers.IntegerField(min_value=1, max_value=1024, default=8)
     gpus = GpuSerializer(many=True, default=list)
+    # The node protocol version the node speaks (nodeprotocol.VERSION); checked by node_register.
+    protocol = serializers.IntegerField(required=False, default=None, allow_null=True, min_value=0, max_value=1000)
 
 
 class RegisterView(APIView):
@@ -52,46 +55,55 @@ class RegisterView(APIView):
         serializer.is_valid(raise_exception=True)
         try:
             node, credential = node_register(**serializer.validated_data)
+        except ProtocolMismatch as mismatch:
+            raise ApiError(str(mismatch), status=400, param="protocol", code="protocol_version") from None
         except Refused as refusal:
             raise ApiError(str(refusal), status=401, code="invalid_join_token") from None
+        # The node's own credential and where to open its socket: nothing of Redis, the database,
+        # Celery or the Channels layer ever leaves the server side.
         return Response(
             {
                 "node": node.name,
                 "credential": credential,
-                "redis_url": settings.WORKER_REDIS_URL,
                 "websocket_path": "/ws/workers/",
                 "heartbeat_interval": settings.WORKER_HEARTBEAT_INTERVAL,
+                "protocol": PROTOCOL_VERSION,
             },
             status=status.HTTP_201_CREATED,
         )
 
 
+class IsOperator(BasePermission):
+    """The fleet and its deployments are the operators' (staff users') business."""
+
+    def has_permission(self, request, view):
+        if not request.user.is_staff:
+            raise ApiError(
+                "The fleet and its deployments need a management key of an operator (staff) account.",
+                status=403,
+                type="permission_error",
+                code="not_an_operator",
+            )
+        return True
+
+
 class WorkersView(ManagementAPIView):
-    """``GET /api/workers``: nodes, their status, GPUs and requests in flight."""
+    """``GET /api/workers``: nodes, their status, GPUs and requests in flight (operators only)."""
+
+    permission_classes = [HasManagementScope, IsOperator]
 
     def get(self, request):
         return Response({"object": "list", "data": [node_summary(n) for n in visible_nodes(request.user)]})
 
 
 class QueuesView(ManagementAPIView):
-    """``GET /api/queues``: requests waiting per running deployment."""
+    """``GET /api/queues``: requests waiting per running deployment (operators only: it names every
+    deployment and how busy it is)."""
+
+    permission_classes = [HasManagementScope, IsOperator]
 
     def get(self, request):
         return Response({"object": "list", "data": queue_depths()})
-
-
-class IsOperator(BasePermission):
-    """Deployments are the operators' (staff users') business."""
-
-    def has_permission(self, request, view):
-        if not request.user.is_staff:
-            raise ApiError(
-                "Managing deployments needs a management key of an operator (staff) account.",
-                status=403,
-                type="permission_error",
-                code="not_an_operator",
-            )
-        return True
 
 
 class DeploymentSerializer(serializers.ModelSerializer):
@@ -116,17 +128,13 @@ class DeploymentSerializer(serializers.ModelSerializer):
 
 
 class DeploymentUpdateSerializer(serializers.Serializer):
-    replicas = serializers.IntegerField(min_value=0, max_value=64, required=False)
+    # Types only: the rules (replica cap, engine_config an object without secrets) are the service's.
+    replicas = serializers.IntegerField(min_value=0, required=False)
     engine_config = serializers.JSONField(required=False)
     precision = serializers.ChoiceField(choices=Precision.choices, required=False)
     gpu_profile = serializers.ChoiceField(choices=[("", "any"), *GPU_PROFILE_CHOICES], required=False)
     placement = serializers.ChoiceField(choices=Deployment.Placement.choices, required=False)
     status = serializers.ChoiceField(choices=["running", "stopped"], required=False)
-
-    def validate_engine_config(self, value):
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("engine_config must be an object.")
-        return value
 
 
 def _deployments():

@@ -1,72 +1,146 @@
-"""WebSocket consumers: GPU workers' heartbeats (/ws/workers/) and the live fleet view (/ws/dashboard/)."""
+"""WebSocket consumers: GPU nodes (/ws/workers/, the node protocol) and the live fleet view (/ws/dashboard/)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 
-from deployments.fleet import Refused, node_authenticate, node_disconnected, node_heartbeat
+from deployments.fleet import (
+    Refused,
+    UnknownCredential,
+    check_protocol,
+    clean_heartbeat,
+    node_authenticate,
+    node_disconnected,
+    node_group,
+    node_heartbeat,
+)
+from inference.dispatcher import NodeDispatcher
+from nodeprotocol import (
+    ASSIGN,
+    CLOSE_REFUSED,
+    CLOSE_UNKNOWN,
+    HEARTBEAT,
+    LEAVING,
+    REFUSED,
+    VERSION_HEADER,
+    WELCOME,
+)
+from nodeprotocol import VERSION as PROTOCOL_VERSION
 
 logger = logging.getLogger(__name__)
 
-# Close codes the worker understands: do not reconnect, the credential is no good.
-CLOSE_REFUSED = 4003
+
+def _int_or_none(value: str) -> int | None:
+    return int(value) if value.strip().isdigit() else None
 
 
 class WorkerConsumer(AsyncJsonWebsocketConsumer):
-    """One GPU node's session: it sends heartbeats, and is told which queues to consume.
+    """One GPU node's session: the only way a node talks to the platform.
 
-    Authenticated by the node credential in ``Authorization: Bearer gpcn_…``. Every heartbeat
-    answers with an ``assign`` message when the replicas the node reports differ from the ones
-    placed on it.
+    Authenticated by the node credential (``Authorization: Bearer gpcn_…``) and the node protocol
+    version (``nodeprotocol.VERSION_HEADER``). Heartbeats are recorded and answered with ``assign``
+    when the replicas the node reports differ from the ones placed on it; its jobs are taken from
+    the queues and checked by an :class:`~inference.dispatcher.NodeDispatcher`. Revoking the
+    credential closes the socket at once (group ``node_group``).
     """
 
     node_id: int | None = None
     node_name = ""
     leaving = False
+    dispatcher: NodeDispatcher | None = None
 
     async def connect(self):
         headers = dict(self.scope.get("headers", []))
-        scheme, _, credential = headers.get(b"authorization", b"").decode().partition(" ")
+        scheme, _, credential = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         await self.accept()
         try:
+            check_protocol(_int_or_none(headers.get(VERSION_HEADER.encode(), b"").decode("latin-1")))
             if scheme.lower() != "bearer":
                 raise Refused("Send the node credential as 'Authorization: Bearer <credential>'.")
             node = await database_sync_to_async(node_authenticate)(credential.strip())
+        except UnknownCredential as refusal:
+            await self.refuse(str(refusal), code=CLOSE_UNKNOWN)
+            return
         except Refused as refusal:
             await self.refuse(str(refusal))
             return
         self.node_id, self.node_name = node.pk, node.name
+        await self.channel_layer.group_add(node_group(node.pk), self.channel_name)
+        self.dispatcher = NodeDispatcher(
+            node_name=node.name,
+            channel_layer=self.channel_layer,
+            session_channel=self.channel_name,
+            send_to_node=self.send_json,
+        )
+        self.dispatcher.start()
         await self.send_json(
-            {"type": "welcome", "node": node.name, "heartbeat_interval": settings.WORKER_HEARTBEAT_INTERVAL}
+            {
+                "type": WELCOME,
+                "node": node.name,
+                "heartbeat_interval": settings.WORKER_HEARTBEAT_INTERVAL,
+                "protocol": PROTOCOL_VERSION,
+            }
         )
 
-    async def refuse(self, message: str) -> None:
-        await self.send_json({"type": "refused", "message": message})
-        await self.close(code=CLOSE_REFUSED)
+    async def refuse(self, message: str, code: int = CLOSE_REFUSED) -> None:
+        await self.send_json({"type": REFUSED, "message": message})
+        await self.close(code=code, reason=message[:120])
+
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        try:
+            content = json.loads(text_data or bytes_data or b"")
+        except ValueError:
+            logger.warning("Node %s sent a message that is not JSON; dropped", self.node_name or "(unauthenticated)")
+            return
+        if isinstance(content, dict):
+            await self.receive_json(content)
 
     async def receive_json(self, content, **kwargs):
         if self.node_id is None:
             return
         kind = content.get("type")
-        if kind == "heartbeat":
-            try:
-                assignment = await database_sync_to_async(node_heartbeat)(self.node_id, content)
-            except Refused as refusal:
-                await self.refuse(str(refusal))
-                return
-            if sorted(int(pk) for pk in content.get("replicas") or {}) != [r["id"] for r in assignment]:
-                await self.send_json({"type": "assign", "replicas": assignment})
-        elif kind == "leaving":
+        if kind == HEARTBEAT:
+            await self.heartbeat(content)
+        elif isinstance(kind, str) and kind.startswith("job."):
+            await self.dispatcher.receive(content)
+        elif kind == LEAVING:
             self.leaving = True
 
+    async def heartbeat(self, content: dict) -> None:
+        telemetry = clean_heartbeat({**content, "in_flight": len(self.dispatcher.jobs)})  # ours, not its claim
+        try:
+            assignment, serving = await database_sync_to_async(node_heartbeat)(self.node_id, telemetry)
+        except Refused as refusal:
+            await self.refuse(str(refusal))
+            return
+        self.dispatcher.update(slots=telemetry["slots"], draining=telemetry["draining"], serving=serving)
+        await self.dispatcher.renew_leases()
+        if sorted(telemetry["replicas"]) != sorted(str(r["id"]) for r in assignment):
+            await self.send_json({"type": ASSIGN, "replicas": assignment})
+
+    async def job_cancel(self, event):
+        """From a view: stop one of this node's jobs."""
+        if self.dispatcher is not None:
+            await self.dispatcher.cancel(event["job"])
+
+    async def node_revoked(self, event):
+        """From node_credential_revoke: this node may serve no more."""
+        await self.refuse("This node's credential has been revoked by an operator.")
+
     async def disconnect(self, code):
-        if self.node_id is not None:
-            await database_sync_to_async(node_disconnected)(self.node_id, left=self.leaving)
+        if self.node_id is None:
+            return
+        await self.channel_layer.group_discard(node_group(self.node_id), self.channel_name)
+        # Its jobs go elsewhere at once, then the node is offline, then the last pop is settled.
+        await self.dispatcher.close()
+        await database_sync_to_async(node_disconnected)(self.node_id, left=self.leaving)
+        await self.dispatcher.stop()
 
 
 class DashboardConsumer(AsyncJsonWebsocketConsumer):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
@@ -9,6 +11,7 @@ from deployments import placement
 from deployments.models import JoinToken, Replica, WorkerNode
 from deployments.presence import worker_gone, worker_seen
 from gpucloud.credentials import matches, new_credential, split_credential
+from nodeprotocol import version_refusal
 
 JOIN_TOKEN_KIND = "gpcj"
 NODE_CREDENTIAL_KIND = "gpcn"
@@ -16,6 +19,25 @@ NODE_CREDENTIAL_KIND = "gpcn"
 
 class Refused(Exception):
     """A join token or node credential that is not (or no longer) valid; the message says why."""
+
+
+class UnknownCredential(Refused):
+    """A credential this platform never issued (or forgot): the node may join again with a token."""
+
+
+class ProtocolMismatch(Refused):
+    """The node speaks another version of the node protocol; the message names both."""
+
+
+def node_group(node_id: int) -> str:
+    """The Channels group of a node's live session (at most one socket per node)."""
+    return f"fleet.node.{node_id}"
+
+
+def check_protocol(version: object) -> None:
+    refusal = version_refusal(version)
+    if refusal is not None:
+        raise ProtocolMismatch(refusal)
 
 
 def join_token_create(*, name: str, created_by=None) -> tuple[JoinToken, str]:
@@ -45,9 +67,10 @@ def _find(model, kind: str, plaintext: str, prefix_field: str, hash_field: str):
 
 @transaction.atomic
 def node_register(
-    *, token: str, name: str, host: str, engine: str, slots: int, gpus: list[dict]
+    *, token: str, name: str, host: str, engine: str, slots: int, gpus: list[dict], protocol: object = None
 ) -> tuple[WorkerNode, str]:
     """Register a node with a join token; returns the node and its own credential (shown once)."""
+    check_protocol(protocol)
     join_token = _find(JoinToken, JOIN_TOKEN_KIND, token, "prefix", "hashed_token")
     if join_token is None:
         raise Refused("This join token is not valid. Ask the operator for a join token (manage.py createjointoken).")
@@ -73,20 +96,32 @@ def node_register(
 def node_authenticate(credential: str) -> WorkerNode:
     node = _find(WorkerNode, NODE_CREDENTIAL_KIND, credential, "credential_prefix", "hashed_credential")
     if node is None:
-        raise Refused("Unknown node credential. Join again with a join token.")
+        raise UnknownCredential("Unknown node credential. Join again with a join token.")
     if node.credential_revoked_at is not None:
         raise Refused("This node's credential has been revoked by an operator.")
     return node
 
 
 def node_credential_revoke(*, node: WorkerNode) -> None:
-    WorkerNode.objects.filter(pk=node.pk, credential_revoked_at__isnull=True).update(
+    """Revoke a node's credential: its socket is closed at once (its jobs go elsewhere), and it
+    can never connect again."""
+    revoked = WorkerNode.objects.filter(pk=node.pk, credential_revoked_at__isnull=True).update(
         credential_revoked_at=timezone.now()
     )
+    if revoked:
+        transaction.on_commit(lambda: _close_session(node.pk))
+
+
+def _close_session(node_id: int) -> None:
+    async_to_sync(get_channel_layer().group_send)(node_group(node_id), {"type": "node.revoked"})
+
+
+# Never sent to a node: secrets belong in the node's own environment (engine_config.api_key_env).
+SECRET_CONFIG_KEYS = frozenset({"api_key"})
 
 
 def node_assignment(node: WorkerNode) -> list[dict]:
-    """The replicas a node should run, with what its worker needs to load and serve them."""
+    """The replicas a node should run, with what it needs to load and serve them (no secrets)."""
     replicas = Replica.objects.filter(node=node).select_related("deployment__model").order_by("pk")
     return [
         {
@@ -95,7 +130,9 @@ def node_assignment(node: WorkerNode) -> list[dict]:
             "queue": replica.deployment.queue_name,
             "model": replica.deployment.model.model_id,
             "engine": replica.deployment.engine,
-            "engine_config": replica.deployment.engine_config,
+            "engine_config": {
+                k: v for k, v in (replica.deployment.engine_config or {}).items() if k not in SECRET_CONFIG_KEYS
+            },
             "gpus": replica.gpu_indices,
         }
         for replica in replicas
@@ -116,19 +153,71 @@ def _record_replica_states(node: WorkerNode, reported: dict) -> bool:
     return changed
 
 
-def node_heartbeat(node_id: int, telemetry: dict) -> list[dict]:
-    """Record a heartbeat; returns the node's assignment. Raises Refused if it may no longer serve."""
+def serving_queues(assignment: list[dict], reported: dict) -> dict[str, int]:
+    """The queues a node serves: those of its placed replicas that it reports loaded -> replica id."""
+    return {
+        spec["queue"]: spec["id"]
+        for spec in assignment
+        if isinstance(reported.get(str(spec["id"])), dict) and reported[str(spec["id"])].get("state") == "running"
+    }
+
+
+MAX_SLOTS, MAX_REPLICAS, MAX_GPUS = 1024, 256, 64
+GPU_FIELDS = frozenset(
+    {"index", "name", "utilization", "memory_used_mb", "memory_total_mb", "temperature_c", "simulated"}
+)
+
+
+def clean_heartbeat(message: dict) -> dict:
+    """A node's heartbeat reduced to known fields of known types and bounded sizes."""
+    slots = message.get("slots")
+    replicas = message.get("replicas")
+    gpus = message.get("gpus")
+    in_flight = message.get("in_flight")
+    return {
+        "slots": slots if isinstance(slots, int) and not isinstance(slots, bool) and 1 <= slots <= MAX_SLOTS else 1,
+        "in_flight": in_flight if isinstance(in_flight, int) and 0 <= in_flight <= MAX_SLOTS else 0,
+        "draining": message.get("draining") is True,
+        "replicas": {
+            str(k)[:20]: {"state": str(v.get("state"))[:20], "reason": str(v.get("reason", ""))[:300]}
+            for k, v in list(replicas.items())[:MAX_REPLICAS]
+            if isinstance(v, dict)
+        }
+        if isinstance(replicas, dict)
+        else {},
+        "gpus": [
+            {k: v for k, v in g.items() if k in GPU_FIELDS and isinstance(v, str | int | float | bool)}
+            for g in gpus[:MAX_GPUS]
+            if isinstance(g, dict)
+        ]
+        if isinstance(gpus, list)
+        else [],
+    }
+
+
+def node_heartbeat(node_id: int, message: dict) -> tuple[list[dict], dict[str, int]]:
+    """Record a heartbeat; returns the node's assignment and the queues it serves (queue -> replica).
+
+    Raises Refused if it may no longer serve.
+    """
     node = WorkerNode.objects.filter(pk=node_id).first()
     if node is None or node.credential_revoked_at is not None:
         raise Refused("This node's credential has been revoked by an operator.")
-    status = WorkerNode.Status.DRAINING if telemetry.get("draining") else WorkerNode.Status.ONLINE
-    WorkerNode.objects.filter(pk=node_id).update(status=status, last_heartbeat_at=timezone.now(), telemetry=telemetry)
+    telemetry = clean_heartbeat(message)
+    status = WorkerNode.Status.DRAINING if telemetry["draining"] else WorkerNode.Status.ONLINE
+    WorkerNode.objects.filter(pk=node_id).update(
+        status=status, last_heartbeat_at=timezone.now(), telemetry=telemetry, slots=telemetry["slots"]
+    )
     worker_seen(node.name)
-    if _record_replica_states(node, telemetry.get("replicas") or {}) or node.status != status:
+    if _record_replica_states(node, telemetry["replicas"]) or node.status != status:
         placement.reconcile()
     else:
         placement.reconcile_soon()
-    return node_assignment(node)
+    assignment = node_assignment(node)
+    serving = serving_queues(assignment, telemetry["replicas"]) if status == WorkerNode.Status.ONLINE else {}
+    # The queues the platform pulls for this node, as the fleet pages show them.
+    WorkerNode.objects.filter(pk=node_id).update(telemetry={**telemetry, "queues": sorted(serving)})
+    return assignment, serving
 
 
 def node_disconnected(node_id: int, *, left: bool) -> None:

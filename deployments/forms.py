@@ -5,11 +5,10 @@ from django import forms
 from django.core.validators import RegexValidator
 from django.db import transaction
 
-from deployments.gpus import GPU_PROFILE_CHOICES
 from deployments.models import CatalogModel, Deployment, Engine, ModelAlias, Precision
+from deployments.services import MAX_REPLICAS
+from nodeprotocol.gpus import GPU_PROFILE_CHOICES
 
-# The API's limit for PATCH /api/deployments/<name> (DeploymentUpdateSerializer): the same here.
-MAX_REPLICAS = 64
 # An alias is a name clients pass as "model": it obeys the rules of model ids.
 MODEL_ID_PATTERN = next(v for v in CatalogModel._meta.get_field("model_id").validators if isinstance(v, RegexValidator))
 

@@ -5,7 +5,7 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.utils import timezone
 
-from deployments.gpus import GPU_PROFILE_CHOICES
+from nodeprotocol.gpus import GPU_PROFILE_CHOICES
 
 
 class Engine(models.TextChoices):

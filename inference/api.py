@@ -45,8 +45,12 @@ def _parse_time(value: str | None, param: str) -> datetime | None:
     except ValueError:
         parsed = None
     if parsed is None:
-        raise invalid_request(f"'{param}' must be an ISO 8601 time or Unix seconds, got '{value}'.", param=param)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        raise invalid_request(f"'{param}' must be an ISO 8601 time or Unix seconds, got '{value[:100]}'.", param=param)
+    try:
+        # In UTC, as the database compares it: 0001-01-01T00:00:00+01:00 falls before year 1.
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except OverflowError:
+        raise invalid_request(f"'{param}' is out of range, got '{value[:100]}'.", param=param) from None
 
 
 class UsagePagination(LimitOffsetPagination):

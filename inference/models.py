@@ -22,6 +22,10 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     cost = models.DecimalField("cost (USD)", max_digits=14, decimal_places=8, default=Decimal("0"))
+    # The prices the request was charged at (billing.admission.settle); null for unbilled requests.
+    price_version = models.ForeignKey(
+        "billing.PriceVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="usage_records"
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

@@ -1,34 +1,36 @@
-"""The reply protocol between a GPU worker and the view waiting for its output.
+"""Between the dispatcher and the view waiting for a request: reply messages and request state.
 
-The view opens a reply channel on the Channels layer and puts its name in the task. The worker
-sends, in order:
+Both sides run on the server. The view opens a reply channel on the Channels layer and puts its
+name in the queued job. The dispatcher that hands the job to a node (``inference.dispatcher``, in
+the web process holding that node's socket) sends to it, in order:
 
-* ``inference.start`` -- ``{"worker": name}``, when it picks the request up;
-* ``inference.events`` -- ``{"events": [{"i": choice, "t": text, "f": finish_reason|None}, ...]}``,
-  batched so a fast engine does not send one message per token;
-* ``inference.vectors`` -- for embeddings, instead of events: ``{"offset", "count", "dimensions",
-  "data"}``, ``count`` vectors from input ``offset`` on as little-endian float32 bytes (OpenAI's
-  base64 layout), in messages of at most ``VECTORS_MESSAGE_BYTES``;
-* ``inference.done`` -- ``{"usage": {...}}``; or ``inference.error`` -- ``{"message", "code",
-  "status"}`` (``status``: the HTTP status for the client, 502 unless the engine says otherwise).
+* ``job.dispatched`` -- ``{"node", "session", "job"}``: which node got it, and the channel of the
+  session that can cancel it;
+* ``job.events`` -- ``{"events": [{"i": choice, "t": text, "f": finish_reason|None}, ...]}``;
+* ``job.vectors`` -- for embeddings: ``{"offset", "count", "dimensions", "data": bytes}``;
+* ``job.done`` -- ``{"usage": {...}}``; or ``job.error`` -- ``{"message", "code", "status"}``;
+* ``job.lost`` -- the node's connection closed with the job unfinished: dispatch it again.
 
-Every message carries the ``attempt`` it belongs to. The view keeps the request's current attempt
-in Redis; a worker runs a task only while its attempt is current, so a request dispatched again
-after its worker died (or cancelled because the client went away) is never run twice.
+Every message carries the ``attempt`` it belongs to. Redis keeps, per request, its current
+attempt (0: cancelled), so a job popped after it was dispatched again, or after the client went
+away, is dropped; and a *lease* that the dispatcher renews on each heartbeat of the node running
+the attempt: a lease that lapses (a frozen node, a dead web process) tells the view the job is lost.
 """
 
 from __future__ import annotations
 
-import sys
-import time
-from array import array
+from django.conf import settings
 
-from gpucloud.redis_client import get_redis
+from gpucloud.redis_client import get_async_redis
 
-START, EVENTS, DONE, ERROR = "inference.start", "inference.events", "inference.done", "inference.error"
-VECTORS = "inference.vectors"
-# Small enough that a slow reader never holds much in Redis, large enough for 256 vectors of 384.
-VECTORS_MESSAGE_BYTES = 512 * 1024
+DISPATCHED, EVENTS, VECTORS, DONE, ERROR, LOST = (
+    "job.dispatched",
+    "job.events",
+    "job.vectors",
+    "job.done",
+    "job.error",
+    "job.lost",
+)
 STATE_TTL_SECONDS = 6 * 3600
 CANCELLED = 0
 
@@ -37,92 +39,44 @@ def _state_key(request_id: str) -> str:
     return f"gpucloud:request:{request_id}"
 
 
-def attempt_begin(request_id: str, attempt: int) -> None:
-    get_redis().set(_state_key(request_id), attempt, ex=STATE_TTL_SECONDS)
+def _lease_key(request_id: str) -> str:
+    return f"gpucloud:lease:{request_id}"
 
 
-def request_cancel(request_id: str) -> None:
-    attempt_begin(request_id, CANCELLED)
+async def attempt_begin(request_id: str, attempt: int) -> None:
+    await get_async_redis().set(_state_key(request_id), attempt, ex=STATE_TTL_SECONDS)
 
 
-def attempt_is_current(request_id: str, attempt: int) -> bool:
-    current = get_redis().get(_state_key(request_id))
+async def request_cancel(request_id: str) -> None:
+    await attempt_begin(request_id, CANCELLED)
+
+
+async def attempt_is_current(request_id: str, attempt: int) -> bool:
+    current = await get_async_redis().get(_state_key(request_id))
     return current is not None and int(current) == attempt
 
 
-def pack_vectors(vectors: list[list[float]]) -> bytes:
-    """Vectors as little-endian float32 bytes, one after the other."""
-    packed = array("f")
-    for vector in vectors:
-        packed.extend(vector)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return packed.tobytes()
+async def leases_renew(leases: dict[str, int]) -> None:
+    """Renew the leases of the attempts a node is running: ``{request_id: attempt}``."""
+    if not leases:
+        return
+    pipe = get_async_redis().pipeline(transaction=False)
+    for request_id, attempt in leases.items():
+        pipe.set(_lease_key(request_id), attempt, px=round(settings.WORKER_OFFLINE_AFTER * 1000))
+    await pipe.execute()
 
 
-def unpack_floats(data: bytes) -> list[float]:
-    """Little-endian float32 bytes as floats."""
-    values = array("f", data)
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values.tolist()
+async def lease_release(request_id: str, attempt: int) -> None:
+    """End an attempt's lease (its job ended), unless a newer attempt holds it already."""
+    await get_async_redis().eval(_RELEASE, 1, _lease_key(request_id), attempt)
 
 
-class RequestCancelled(Exception):
-    """The client went away, or the request was dispatched again elsewhere: stop generating."""
+async def lease_held(request_id: str, attempt: int) -> bool:
+    current = await get_async_redis().get(_lease_key(request_id))
+    return current is not None and int(current) == attempt
 
 
-class ReplySender:
-    """Worker side: batches output events and sends them to the view's reply channel."""
-
-    def __init__(self, layer, channel: str, request_id: str, attempt: int, flush_interval: float = 0.03) -> None:
-        self.layer = layer
-        self.channel = channel
-        self.request_id = request_id
-        self.attempt = attempt
-        self.flush_interval = flush_interval
-        self.pending: list[dict] = []
-        self.last_flush = time.monotonic()
-
-    async def start(self, worker: str) -> None:
-        await self._send({"type": START, "worker": worker})
-
-    async def _send(self, message: dict) -> None:
-        await self.layer.send(self.channel, {**message, "attempt": self.attempt})
-
-    async def emit(self, index: int, text: str, finish_reason: str | None) -> None:
-        self.pending.append({"i": index, "t": text, "f": finish_reason})
-        if finish_reason is not None or time.monotonic() - self.last_flush >= self.flush_interval:
-            await self.flush()
-
-    async def flush(self) -> None:
-        if self.pending:
-            events, self.pending = self.pending, []
-            await self._send({"type": EVENTS, "events": events})
-        self.last_flush = time.monotonic()
-        if not attempt_is_current(self.request_id, self.attempt):
-            raise RequestCancelled(self.request_id)
-
-    async def done(self, usage: dict) -> None:
-        await self.flush()
-        await self._send({"type": DONE, "usage": usage})
-
-    async def vectors(self, vectors: list[list[float]]) -> None:
-        """Send embedding vectors in messages of at most VECTORS_MESSAGE_BYTES."""
-        dimensions = len(vectors[0]) if vectors else 0
-        per_message = max(1, VECTORS_MESSAGE_BYTES // max(4 * dimensions, 1))
-        for offset in range(0, len(vectors), per_message):
-            if not attempt_is_current(self.request_id, self.attempt):
-                raise RequestCancelled(self.request_id)
-            part = vectors[offset : offset + per_message]
-            data = pack_vectors(part)
-            await self._send(
-                {"type": VECTORS, "offset": offset, "count": len(part), "dimensions": dimensions, "data": data}
-            )
-
-    async def error(self, message: str, code: str, status: int = 502) -> None:
-        """End with an error, after the output produced so far (the client keeps what it got)."""
-        if self.pending:
-            events, self.pending = self.pending, []
-            await self._send({"type": EVENTS, "events": events})
-        await self._send({"type": ERROR, "message": message, "code": code, "status": status})
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from gpucloud.jsonbody import parse_json_object
 from gpucloud.openai_errors import ApiError, invalid_request
 
 CHAT_ROLES = {"system", "developer", "user", "assistant", "tool"}
@@ -44,18 +45,14 @@ class ChatRequest(GenerationRequest):
 
 
 def parse_json_body(body: bytes) -> dict:
-    if not body:
-        raise invalid_request("The request body is empty; send a JSON object.")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise invalid_request(
-            f"We could not parse the JSON body of your request ({error}). Send valid JSON with "
-            "'Content-Type: application/json'."
-        ) from None
-    if not isinstance(data, dict):
-        raise invalid_request("The request body must be a JSON object.")
-    return data
+    """The body as a JSON object, within gpucloud.jsonbody's bounds (depth, size, numbers, strings)."""
+    return parse_json_object(body)
+
+
+def _show(value) -> str:
+    """A client's value in an error message, cut short."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _is_int(value) -> bool:
@@ -71,7 +68,7 @@ def _optional_int(data: dict, name: str, minimum: int, maximum: int | None = Non
     if value is None:
         return None
     if not _is_int(value):
-        raise invalid_request(f"'{name}' must be an integer, got {json.dumps(value)}.", param=name)
+        raise invalid_request(f"'{name}' must be an integer, got {_show(value)}.", param=name)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
         raise invalid_request(f"'{name}' must be {bound}, got {value}.", param=name)
@@ -83,7 +80,7 @@ def _number(data: dict, name: str, default: float, minimum: float, maximum: floa
     if value is None:
         return default
     if not _is_number(value):
-        raise invalid_request(f"'{name}' must be a number, got {json.dumps(value)}.", param=name)
+        raise invalid_request(f"'{name}' must be a number, got {_show(value)}.", param=name)
     if not minimum <= value <= maximum:
         raise invalid_request(f"'{name}' must be between {minimum} and {maximum}, got {value}.", param=name)
     return float(value)
@@ -121,9 +118,9 @@ def _messages(data: dict) -> list[dict]:
         if not isinstance(message, dict):
             raise invalid_request("Each message must be an object with 'role' and 'content'.", param=param)
         role = message.get("role")
-        if role not in CHAT_ROLES:
+        if not isinstance(role, str) or role not in CHAT_ROLES:
             raise invalid_request(
-                f"Invalid role {json.dumps(role)}; use one of {', '.join(sorted(CHAT_ROLES))}.", param=f"{param}.role"
+                f"Invalid role {_show(role)}; use one of {', '.join(sorted(CHAT_ROLES))}.", param=f"{param}.role"
             )
         if "content" not in message:
             raise invalid_request("Missing required parameter: 'content'.", param=f"{param}.content")
@@ -320,7 +317,7 @@ def _embedding_inputs(data: dict) -> list[str]:
         for index, item in enumerate(value):
             if not isinstance(item, str):
                 raise invalid_request(
-                    f"Each item of 'input' must be a string, got {json.dumps(item)[:50]}.", param=f"input[{index}]"
+                    f"Each item of 'input' must be a string, got {_show(item)}.", param=f"input[{index}]"
                 )
         inputs = value
     else:
@@ -343,7 +340,7 @@ def parse_embedding_request(body: bytes) -> EmbeddingRequest:
         encoding_format = "float"
     if encoding_format not in ENCODING_FORMATS:
         raise invalid_request(
-            f"'encoding_format' must be 'float' or 'base64', got {json.dumps(encoding_format)}.",
+            f"'encoding_format' must be 'float' or 'base64', got {_show(encoding_format)}.",
             param="encoding_format",
         )
     user = data.get("user")

@@ -16,18 +16,14 @@ from accounts.models import ApiKey
 from deployments.models import CatalogModel, Deployment, Task
 from deployments.selectors import resolve_model, running_deployment_for, servable_models
 from gpucloud.openai_errors import ApiError, invalid_request, model_not_found, service_unavailable
-from inference.engines import EmbeddingJob, GenerationJob
-from inference.relay import (
-    PRIORITY_BY_TIER,
-    ChatCompletion,
-    EmbeddingCall,
-    InferenceCall,
-    TextCompletion,
-    UsageMeter,
-)
-from inference.replies import unpack_floats
-from inference.tokens import count_chat_tokens, count_tokens
+from inference.calls import EmbeddingCall, InferenceCall
+from inference.metering import UsageMeter
+from inference.responses import ChatCompletion, TextCompletion
+from inference.transport import PRIORITY_BY_TIER
 from inference.validation import parse_chat_request, parse_completion_request, parse_embedding_request
+from nodeprotocol import EmbeddingJob, GenerationJob
+from nodeprotocol.jobs import unpack_floats
+from nodeprotocol.tokens import count_chat_tokens, count_tokens
 
 
 def _model_object(model: CatalogModel) -> dict:
@@ -155,7 +151,6 @@ async def _dispatch(
         # taking over from a dead one can reproduce it exactly.
         seed=params.seed if params.seed is not None else secrets.randbits(63),
         seed_given=params.seed is not None,
-        engine_config=deployment.engine_config,
         **job_fields,
     )
     call = InferenceCall(meter, deployment, job, priority=_priority(request.api_key), stream=params.stream)
@@ -231,7 +226,6 @@ async def embeddings(request):
             request_id=request.request_id,
             model=model.model_id,
             texts=params.inputs,
-            engine_config=deployment.engine_config,
         )
         call = EmbeddingCall(meter, deployment, job, priority=_priority(request.api_key))
         await call.submit()

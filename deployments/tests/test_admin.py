@@ -1,3 +1,4 @@
+import json
 from decimal import Decimal
 
 import pytest
@@ -6,6 +7,7 @@ from django.urls import reverse
 from deployments.fleet import join_token_create, node_register
 from deployments.models import CatalogModel, Deployment, JoinToken, Replica, WorkerNode
 from deployments.services import deployment_create
+from nodeprotocol import VERSION as PROTOCOL
 
 pytestmark = pytest.mark.django_db
 
@@ -16,7 +18,13 @@ def joined(admin_user):
     token, token_plaintext = join_token_create(name="rack 3", created_by=admin_user)
     gpus = [{"index": 0, "name": "A100-80GB", "memory_total_mb": 81920}]
     node, credential = node_register(
-        token=token_plaintext, name="gpu-box", host="rack3.example.net", engine="simulated", slots=8, gpus=gpus
+        token=token_plaintext,
+        name="gpu-box",
+        host="rack3.example.net",
+        engine="simulated",
+        slots=8,
+        gpus=gpus,
+        protocol=PROTOCOL,
     )
     return token, token_plaintext, node, credential
 
@@ -245,3 +253,123 @@ def test_stop_and_start_actions(admin_client, catalog):
     assert "Started 1 deployment(s)." in response.content.decode()
     deployment.refresh_from_db()
     assert deployment.status == Deployment.Status.STARTING
+
+
+# --- Every admin write goes through deployments.services --------------------------------------------
+
+
+def _add_data(model, **fields) -> dict:
+    return {
+        "name": "tiny",
+        "model": str(model.pk),
+        "engine": "simulated",
+        "engine_config": "{}",
+        "precision": "fp16",
+        "gpu_profile": "",
+        "placement": "binpack",
+        "replicas": "1",
+        "replica_set-TOTAL_FORMS": "0",
+        "replica_set-INITIAL_FORMS": "0",
+        "replica_set-MIN_NUM_FORMS": "0",
+        "replica_set-MAX_NUM_FORMS": "1000",
+        **fields,
+    }
+
+
+def test_adding_a_deployment_in_admin_goes_through_the_service(admin_client, catalog, monkeypatch):
+    from deployments import services
+
+    model = CatalogModel.objects.create(model_id="tiny-1b", family="tiny", parameters_billion=1, memory_gb={"fp16": 2})
+    calls = []
+    original = services.deployment_create
+    monkeypatch.setattr(services, "deployment_create", lambda **kw: calls.append(kw) or original(**kw))
+
+    response = admin_client.post(reverse("admin:deployments_deployment_add"), _add_data(model))
+
+    assert response.status_code == 302
+    assert [c["name"] for c in calls] == ["tiny"]
+    assert Deployment.objects.get(name="tiny").replica_set.exists()  # placed by the service
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"replicas": "65"}, "replicas", "At most 64 replicas."),
+        ({"engine_config": '{"api_key": "sk-1"}'}, "engine_config", "api_key_env"),
+        ({"engine_config": "[1]"}, "engine_config", "JSON object"),
+    ],
+)
+def test_the_admin_shows_what_the_service_refuses(admin_client, catalog, fields, field, message):
+    model = catalog[0].model
+    response = admin_client.post(reverse("admin:deployments_deployment_add"), _add_data(model, **fields))
+
+    assert response.status_code == 200  # the form again, with the error: not a 500
+    assert message in str(response.context["adminform"].form.errors[field])
+    assert not Deployment.objects.filter(name="tiny").exists()
+
+    url = reverse("admin:deployments_deployment_change", args=[catalog[0].pk])
+    response = admin_client.post(url, _deployment_change_data(catalog[0], **fields))
+    assert response.status_code == 200
+    assert message in str(response.context["adminform"].form.errors[field])
+
+
+def _model_change_data(model, deployment, **deployment_fields) -> dict:
+    """The catalog model's change form, with its aliases and deployments inlines."""
+    data = {
+        "model_id": model.model_id,
+        "family": model.family,
+        "parameters_billion": str(model.parameters_billion),
+        "context_length": str(model.context_length),
+        "licence": model.licence,
+        "owned_by": model.owned_by,
+        "price_input_per_million": str(model.price_input_per_million),
+        "price_output_per_million": str(model.price_output_per_million),
+        "default_engine": model.default_engine,
+        "task": model.task,
+        "memory_gb": json.dumps(model.memory_gb),
+        "aliases-TOTAL_FORMS": "0",
+        "aliases-INITIAL_FORMS": "0",
+        "aliases-MIN_NUM_FORMS": "0",
+        "aliases-MAX_NUM_FORMS": "1000",
+        "deployments-TOTAL_FORMS": "1",
+        "deployments-INITIAL_FORMS": "1",
+        "deployments-MIN_NUM_FORMS": "0",
+        "deployments-MAX_NUM_FORMS": "1000",
+        "deployments-0-id": str(deployment.pk),
+        "deployments-0-model": str(model.pk),
+        "deployments-0-gpu_profile": deployment.gpu_profile,
+        "deployments-0-replicas": str(deployment.replicas),
+    }
+    data.update({f"deployments-0-{name}": value for name, value in deployment_fields.items()})
+    return data
+
+
+def test_the_deployments_inline_scales_through_the_service(admin_client, catalog, monkeypatch):
+    from deployments import services
+
+    deployment = catalog[0]
+    calls = []
+    original = services.deployment_update
+    monkeypatch.setattr(services, "deployment_update", lambda **kw: calls.append(kw) or original(**kw))
+    url = reverse("admin:deployments_catalogmodel_change", args=[deployment.model.pk])
+
+    response = admin_client.post(
+        url, _model_change_data(deployment.model, deployment, replicas="2", name="renamed", engine="hf")
+    )
+
+    assert response.status_code == 302, response.context["inline_admin_formsets"][1].formset.errors
+    assert [(c["deployment"].pk, c["replicas"]) for c in calls] == [(deployment.pk, 2)]
+    deployment.refresh_from_db()
+    assert (deployment.name, deployment.engine, deployment.replicas) == (catalog[0].name, "simulated", 2)
+    assert deployment.status == Deployment.Status.SCHEDULING  # placed by the service
+
+
+def test_the_deployments_inline_refuses_what_the_service_refuses(admin_client, catalog):
+    deployment = catalog[0]
+    url = reverse("admin:deployments_catalogmodel_change", args=[deployment.model.pk])
+
+    response = admin_client.post(url, _model_change_data(deployment.model, deployment, replicas="65"))
+
+    assert response.status_code == 200
+    deployment.refresh_from_db()
+    assert deployment.replicas == 1

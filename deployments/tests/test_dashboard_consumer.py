@@ -10,6 +10,7 @@ from django.utils import timezone
 from deployments.fleet import join_token_create, node_register
 from deployments.models import WorkerNode
 from gpucloud.asgi import application
+from nodeprotocol import VERSION as PROTOCOL
 
 # The consumer reads the database from another thread: the rows must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -35,7 +36,9 @@ async def _first_message(headers) -> tuple[bool, dict | None]:
 @pytest.fixture
 def node():
     _, token = join_token_create(name="rack 3")
-    node, _ = node_register(token=token, name="gpu-box", host="rack3.example.net", engine="simulated", slots=8, gpus=[])
+    node, _ = node_register(
+        token=token, name="gpu-box", host="rack3.example.net", engine="simulated", slots=8, gpus=[], protocol=PROTOCOL
+    )
     gpu = {"index": 0, "name": "A100-80GB", "utilization": 55, "memory_used_mb": 9000, "memory_total_mb": 81920}
     WorkerNode.objects.filter(pk=node.pk).update(
         status=WorkerNode.Status.ONLINE,

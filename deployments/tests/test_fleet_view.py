@@ -9,6 +9,7 @@ from deployments.fleet import join_token_create, node_register
 from deployments.models import WorkerNode
 from deployments.selectors import fleet_snapshot
 from gpucloud.redis_client import get_redis
+from nodeprotocol import VERSION as PROTOCOL
 
 pytestmark = pytest.mark.django_db
 
@@ -20,7 +21,13 @@ def _node(name: str, *, status=WorkerNode.Status.ONLINE, telemetry=None) -> Work
     """A node registered with a join token, as if it had just sent a heartbeat with ``telemetry``."""
     _, token = join_token_create(name="rack 3")
     node, _ = node_register(
-        token=token, name=name, host=f"{name}.example.net", engine="simulated", slots=8, gpus=[A100]
+        token=token,
+        name=name,
+        host=f"{name}.example.net",
+        engine="simulated",
+        slots=8,
+        gpus=[A100],
+        protocol=PROTOCOL,
     )
     WorkerNode.objects.filter(pk=node.pk).update(
         status=status, last_heartbeat_at=timezone.now(), telemetry=telemetry or {}

@@ -64,8 +64,12 @@ def test_a_revoked_node_credential_stops_the_worker(fleet):
     node_credential_revoke(node=node)
 
     assert worker.wait(timeout=20) is not None
-    node.refresh_from_db()
-    assert node.status in (WorkerNode.Status.OFFLINE, WorkerNode.Status.LEFT)
+
+    def offline():
+        node.refresh_from_db()
+        return node.status in (WorkerNode.Status.OFFLINE, WorkerNode.Status.LEFT)
+
+    wait_for(offline, timeout=5, message="the node to be offline")
     wait_for(lambda: node.name not in fleet_health(fleet), timeout=5, message="the node to leave /health")
 
 

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from deployments.fleet import join_token_create, node_register
 from deployments.models import JoinToken
+from nodeprotocol import VERSION as PROTOCOL
 
 pytestmark = pytest.mark.django_db
 
@@ -29,8 +30,8 @@ def test_it_rejects_outsider(client, user):
 def test_it_works(client, staff):
     token, plaintext = join_token_create(name="rack 3", created_by=staff)
     cli_token, _ = join_token_create(name="from the shell")  # as manage.py createjointoken does
-    node_register(token=plaintext, name="box", host="", engine="simulated", slots=8, gpus=[])
-    node_register(token=plaintext, name="box", host="", engine="simulated", slots=8, gpus=[])
+    node_register(token=plaintext, name="box", host="", engine="simulated", slots=8, gpus=[], protocol=PROTOCOL)
+    node_register(token=plaintext, name="box", host="", engine="simulated", slots=8, gpus=[], protocol=PROTOCOL)
     client.force_login(staff)
     response = client.get(URL)
     assert response.status_code == 200
@@ -58,7 +59,7 @@ def test_it_creates_token_and_shows_it_once(client, staff):
     assert "will not be shown again" in content
     assert 'data-copy="#new-token-value"' in content
     # The exact command to run on a GPU machine, with this server's URL.
-    assert f"python manage.py gpuworker --server http://testserver --token {plaintext}" in content
+    assert f"export GPUCLOUD_JOIN_TOKEN={plaintext}\npython -m gpunode --server http://testserver" in content
     assert "no-store" in response["Cache-Control"]
 
     token = JoinToken.objects.get()
@@ -69,7 +70,9 @@ def test_it_creates_token_and_shows_it_once(client, staff):
     stored = JoinToken.objects.filter(pk=token.pk).values().get()
     assert all(plaintext not in str(value) for value in stored.values())
     # The token works: a machine can join with it.
-    node, _ = node_register(token=plaintext, name="box", host="", engine="simulated", slots=8, gpus=[])
+    node, _ = node_register(
+        token=plaintext, name="box", host="", engine="simulated", slots=8, gpus=[], protocol=PROTOCOL
+    )
     assert node.join_token == token
 
     # Never again: not on the next page view.
@@ -82,7 +85,7 @@ def test_it_creates_token_and_shows_it_once(client, staff):
 def test_it_uses_the_server_url_as_reached(client, staff):
     client.force_login(staff)
     response = client.post(URL, {"name": "rack 4"}, secure=True, headers={"host": "localhost"})
-    assert f"--server https://localhost --token {response.context['new_token']}" in response.content.decode()
+    assert "python -m gpunode --server https://localhost</pre>" in response.content.decode()
 
 
 def test_it_rejects_invalid_input(client, staff):

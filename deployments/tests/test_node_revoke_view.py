@@ -3,6 +3,7 @@ from django.urls import reverse
 
 from deployments.fleet import Refused, join_token_create, node_authenticate, node_heartbeat, node_register
 from deployments.models import WorkerNode
+from nodeprotocol import VERSION as PROTOCOL
 
 pytestmark = pytest.mark.django_db
 
@@ -11,7 +12,9 @@ pytestmark = pytest.mark.django_db
 def joined():
     """(node, its credential) for a node that joined with a join token."""
     _, token = join_token_create(name="rack 3")
-    return node_register(token=token, name="gpu-box", host="rack3.example.net", engine="simulated", slots=8, gpus=[])
+    return node_register(
+        token=token, name="gpu-box", host="rack3.example.net", engine="simulated", slots=8, gpus=[], protocol=PROTOCOL
+    )
 
 
 def _url(node: WorkerNode) -> str:

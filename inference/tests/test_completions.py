@@ -9,8 +9,8 @@ import pytest
 
 from gpucloud.openai_errors import ApiError
 from inference.models import UsageRecord
-from inference.tokens import count_tokens
 from inference.validation import parse_completion_request
+from nodeprotocol.tokens import count_tokens
 
 MODEL = "llama-3.1-8b-instruct"
 

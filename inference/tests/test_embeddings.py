@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 
 from deployments.models import CatalogModel, Deployment
-from inference.engines.simulated import pseudo_embedding
+from gpunode.engines.simulated import pseudo_embedding
 from inference.models import UsageRecord
 
 EMBED_MODEL = "sim-embed-384"
@@ -128,21 +128,20 @@ def test_it_needs_post_and_a_key(client):
     assert response.json()["error"]["code"] == "invalid_api_key"
 
 
-def test_a_request_whose_worker_dies_is_dispatched_again(rf):
-    """The view side of a worker failure: the first worker stops heartbeating after it took the
-    request; the request goes to the queue again, and the next worker's vectors are the answer."""
-    from deployments.presence import worker_gone, worker_seen
+def test_a_request_whose_node_is_lost_is_dispatched_again(rf):
+    """The view side of a node failure: the first node took the request, then its lease lapsed (it
+    fell silent); the request goes to the queue again, and the next node's vectors are the answer."""
     from inference import replies
-    from inference.engines import EmbeddingJob
-    from inference.relay import EmbeddingCall, UsageMeter
+    from inference.calls import EmbeddingCall
+    from inference.metering import UsageMeter
+    from nodeprotocol import EmbeddingJob
+    from nodeprotocol.jobs import pack_vectors, unpack_floats
 
     request = rf.post("/v1/embeddings")
     request.request_id = "req_embed_redispatch"
     meter = UsageMeter(request, endpoint="embeddings")
     deployment = Deployment(name="embed-redispatch-test", engine="simulated")
     job = EmbeddingJob(request_id=request.request_id, model=EMBED_MODEL, texts=["a", "b"])
-    worker_gone("ghost-node")
-    worker_seen("rescuer-node")
 
     async def until(condition) -> None:
         for _ in range(500):  # 5 s
@@ -155,20 +154,29 @@ def test_a_request_whose_worker_dies_is_dispatched_again(rf):
         call = EmbeddingCall(meter, deployment, job, priority=3)
         submitted = asyncio.create_task(call.submit())
         await until(lambda: call.channel)
-        await call.layer.send(call.channel, {"type": replies.START, "worker": "ghost-node", "attempt": 1})
+        session = await call.layer.new_channel()
+        # The ghost's session hands the job over but never renews its lease.
+        dispatched = {"type": replies.DISPATCHED, "node": "ghost-node", "session": session, "job": "j1"}
+        await call.layer.send(call.channel, {**dispatched, "attempt": 1})
         await submitted
         result = asyncio.create_task(call.result())
-        await until(lambda: call.attempt == 2)  # the ghost is found dead within LIVENESS_CHECK_SECONDS
-        assert not replies.attempt_is_current(job.request_id, 1)
-        rescuer = replies.ReplySender(call.layer, call.channel, job.request_id, 2)
-        await rescuer.start("rescuer-node")
-        await rescuer.vectors([[1.0, 2.0], [3.0, 4.0]])
-        await rescuer.done({"prompt_tokens": 2, "completion_tokens": 0, "total_tokens": 2})
+        await until(lambda: call.attempt == 2)  # the lapsed lease is noticed within LIVENESS_CHECK_SECONDS
+        assert not await replies.attempt_is_current(job.request_id, 1)
+        # The ghost's session is told to stop the job, in case the node wakes up.
+        assert await asyncio.wait_for(call.layer.receive(session), 5) == {"type": "job.cancel", "job": "j1"}
+        rescuer = {"type": replies.DISPATCHED, "node": "rescuer-node", "session": session, "job": "j2", "attempt": 2}
+        await replies.leases_renew({job.request_id: 2})
+        await call.layer.send(call.channel, rescuer)
+        data = pack_vectors([[1.0, 2.0], [3.0, 4.0]])
+        vectors = {"type": replies.VECTORS, "offset": 0, "count": 2, "dimensions": 2, "data": data, "attempt": 2}
+        await call.layer.send(call.channel, vectors)
+        usage = {"prompt_tokens": 2, "completion_tokens": 0, "total_tokens": 2}
+        await call.layer.send(call.channel, {"type": replies.DONE, "usage": usage, "attempt": 2})
         return await asyncio.wait_for(result, 5)
 
     vectors, usage = asyncio.run(scenario())
 
-    assert [replies.unpack_floats(v) for v in vectors] == [[1.0, 2.0], [3.0, 4.0]]
+    assert [unpack_floats(v) for v in vectors] == [[1.0, 2.0], [3.0, 4.0]]
     assert usage["prompt_tokens"] == 2
     assert (meter.worker, meter.prompt_tokens) == ("rescuer-node", 2)
 

@@ -224,3 +224,43 @@ def test_it_rejects_a_non_string_user():
 @pytest.mark.parametrize("penalty", ["frequency_penalty", "presence_penalty"])
 def test_it_rejects_a_penalty_out_of_range(penalty):
     assert rejection(body(**{penalty: 2.5})).param == penalty
+
+
+# --- Hostile bodies: bounded by gpucloud.jsonbody, always a 400 naming what it can -----------------
+
+
+@pytest.mark.parametrize("role", [["user"], {"a": 1}, 1, None])
+def test_it_rejects_a_role_of_the_wrong_type(role):
+    error = rejection(body(messages=[{"role": role, "content": "Hi"}]))
+
+    assert error.param == "messages[0].role"
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (rb'{"model": "\ud800", "messages": [{"role": "user", "content": "Hi"}]}', "model"),
+        (rb'{"model": "m", "messages": [{"role": "user", "content": "\ud800"}]}', "messages[0].content"),
+        (rb'{"model": "m", "messages": [{"role": "user", "content": "a\u0000"}]}', "messages[0].content"),
+    ],
+)
+def test_it_rejects_strings_that_would_break_encoding(raw, param):
+    assert rejection(raw).param == param
+
+
+def test_it_rejects_deep_nesting():
+    raw = b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    assert "nested" in rejection(raw).message
+
+
+def test_it_rejects_huge_integers():
+    raw = b'{"model": "m", "messages": [{"role": "user", "content": "Hi"}], "seed": ' + b"7" * 4400 + b"}"
+
+    assert "digits" in rejection(raw).message
+
+
+def test_it_keeps_error_messages_short():
+    error = rejection(body(n=list(range(10_000))))
+
+    assert len(error.message) < 200

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -26,6 +27,8 @@ from gpucloud import embedded_redis
 from gpucloud.credentials import matches, split_credential
 
 DEMO_ADMIN = "admin"
+# The server's configuration, which a GPU node never gets.
+SERVER_ONLY_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "API_KEY_HASH_SECRET", "DJANGO_SETTINGS_MODULE")
 
 
 def ml_extras_installed() -> bool:
@@ -46,21 +49,22 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         deployments = demo_catalog_ensure()
         username, password = self.ensure_demo_admin()
-        join_token = self.ensure_local_join_token()
+        join_token_file = self.ensure_local_join_token()
 
         env = {**os.environ, "REDIS_URL": settings.REDIS_URL}
-        manage = str(settings.BASE_DIR / "manage.py")
         base = f"http://{host}:{port}"
         daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "gpucloud.asgi:application"]
-        # Local workers join the fleet like any other machine: with a join token.
-        worker = [sys.executable, manage, "gpuworker", f"--server={base}", f"--token={join_token}", "--name=local"]
         server = subprocess.Popen(daphne, env=env)
-        gpu_workers = [subprocess.Popen(worker, env=env) for _ in range(workers)]
+        # Local nodes join the fleet like any other machine: with a join token (from a file, so it
+        # is not on a command line), speaking only the node protocol, with nothing of the server's
+        # configuration in their environment.
+        gpu_workers = [self.start_node(base, join_token_file, f"local-{i + 1}") for i in range(workers)]
         if ml_extras_installed():
-            # Real embeddings: all-MiniLM-L6-v2 on the hf engine, on a CPU worker of its own.
+            # Real embeddings: all-MiniLM-L6-v2 on the hf engine, on a CPU node of its own.
             deployments.append(demo_embeddings_ensure())
-            hf_worker = [*worker[:-1], "--name=local-hf", "--engine=hf", "--gpus=", "--slots=2"]
-            gpu_workers.append(subprocess.Popen(hf_worker, env=env))
+            gpu_workers.append(
+                self.start_node(base, join_token_file, "local-hf", "--engine=hf", "--gpus=", "--slots=2")
+            )
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nGPU Cloud is starting at {base}/  ({len(gpu_workers)} GPU worker(s), Redis at {settings.REDIS_URL})"
@@ -85,19 +89,36 @@ class Command(BaseCommand):
         credentials.chmod(0o600)
         return DEMO_ADMIN, password
 
-    def ensure_local_join_token(self) -> str:
-        """The join token of this machine's own workers, kept in var/ (not in git) and reused."""
+    def ensure_local_join_token(self) -> Path:
+        """The file holding the join token of this machine's own nodes, kept in var/ (not in git) and reused."""
         path = settings.VAR_DIR / "local-join-token.txt"
         if path.exists():
             plaintext = path.read_text().strip()
             prefix = split_credential(JOIN_TOKEN_KIND, plaintext)
             token = JoinToken.objects.filter(prefix=prefix, revoked_at__isnull=True).first() if prefix else None
             if token is not None and matches(plaintext, token.hashed_token):
-                return plaintext
+                return path
         _, plaintext = join_token_create(name="Local workers (runplatform)")
         path.write_text(plaintext + "\n")
         path.chmod(0o600)
-        return plaintext
+        return path
+
+    @staticmethod
+    def start_node(server: str, token_file: Path, name: str, *args: str) -> subprocess.Popen:
+        """A GPU node process (``python -m gpunode``); its state (credential) stays in var/nodes/<name>,
+        so a restart brings back the same node."""
+        env = {k: v for k, v in os.environ.items() if k not in SERVER_ONLY_VARIABLES}
+        command = [
+            sys.executable,
+            "-m",
+            "gpunode",
+            f"--server={server}",
+            f"--token-file={token_file}",
+            f"--name={name}",
+            f"--state-dir={settings.VAR_DIR / 'nodes' / name}",
+            *args,
+        ]
+        return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
 
     def supervise(self, server: subprocess.Popen, workers: list[subprocess.Popen]) -> None:
         """Run until interrupted or until Daphne exits. A worker that stops (its credential

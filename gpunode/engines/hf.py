@@ -22,7 +22,7 @@ import os
 import threading
 from collections.abc import AsyncIterator
 
-from inference.engines.base import EngineUnavailable, GenerationJob, TokenEvent
+from gpunode.engines.base import EngineUnavailable, GenerationJob, TokenEvent
 
 logger = logging.getLogger(__name__)
 

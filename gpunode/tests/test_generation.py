@@ -1,18 +1,18 @@
-"""inference.generation: stop sequences, max_tokens and usage around an engine."""
+"""gpunode.generation: stop sequences, max_tokens and usage around an engine."""
 
 import asyncio
 from dataclasses import dataclass, field
 
 import pytest
 
-from inference.engines import GenerationJob, SimulatedEngine
-from inference.generation import GenerationResult, StopMatcher, generate
-from inference.tokens import count_tokens
+from gpunode.engines import GenerationJob, SimulatedEngine
+from gpunode.generation import GenerationResult, StopMatcher, generate
+from nodeprotocol.tokens import count_tokens
 
 
 @pytest.fixture(autouse=True)
-def instant(settings):
-    settings.SIMULATED_ENGINE_INSTANT = True
+def instant(monkeypatch):
+    monkeypatch.setenv("SIMULATED_ENGINE_INSTANT", "true")
 
 
 # --- StopMatcher ----------------------------------------------------------------------------

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import threading
 
-from inference.engines.base import EmbeddingJob, Engine, EngineUnavailable, GenerationJob, TokenEvent
-from inference.engines.hf import HFEngine
-from inference.engines.openai_engine import OpenAIEngine, UpstreamError
-from inference.engines.simulated import SimulatedEngine
+from gpunode.engines.base import EmbeddingJob, Engine, EngineUnavailable, GenerationJob, TokenEvent
+from gpunode.engines.hf import HFEngine
+from gpunode.engines.openai_engine import OpenAIEngine, UpstreamError
+from gpunode.engines.simulated import SimulatedEngine
 
 ENGINES: dict[str, type[Engine]] = {"simulated": SimulatedEngine, "openai": OpenAIEngine, "hf": HFEngine}
 

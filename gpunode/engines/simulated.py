@@ -21,11 +21,10 @@ from array import array
 from collections.abc import AsyncIterator, Iterator
 from functools import lru_cache
 
-from django.conf import settings
-
-from deployments.gpus import GPU_PROFILES
-from inference.engines.base import GenerationJob, TokenEvent
-from inference.tokens import TOKEN_RE, count_tokens
+from gpunode.engines.base import GenerationJob, TokenEvent
+from gpunode.environment import instant_pacing
+from nodeprotocol.gpus import GPU_PROFILES
+from nodeprotocol.tokens import TOKEN_RE, count_tokens
 
 VOCABULARY = (
     "the a model token GPU cloud request answer compute memory kernel tensor batch layer cache "
@@ -99,7 +98,7 @@ class SimulatedEngine:
 
     async def generate(self, job: GenerationJob) -> AsyncIterator[TokenEvent]:
         profile = GPU_PROFILES.get(job.gpu_profile) or GPU_PROFILES["A100-80GB"]
-        instant = settings.SIMULATED_ENGINE_INSTANT
+        instant = instant_pacing()
         # Each choice ends naturally at the first full stop after its drawn length.
         choices = []
         for index in range(job.n):

@@ -1,4 +1,4 @@
-"""inference.engines.openai_engine against real servers: the live platform itself as the upstream,
+"""gpunode.engines.openai_engine against real servers: the live platform itself as the upstream,
 and a small misbehaving server (upstream_server.py) in a process of its own."""
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from channels.layers import get_channel_layer
 
-from inference import replies
-from inference.engines import EngineUnavailable, GenerationJob, TokenEvent, get_engine
-from inference.engines.openai_engine import OpenAIEngine, UpstreamError, UpstreamRejected
-from inference.generation import generate
+from gpunode.engines import EngineUnavailable, GenerationJob, TokenEvent, get_engine
+from gpunode.engines.openai_engine import OpenAIEngine, UpstreamError, UpstreamRejected
+from gpunode.generation import generate
+from gpunode.jobs import run_job
+from gpunode.replicas import Replicas
 from inference.models import UsageRecord
-from inference.tasks import run_generation
 
 MODEL = "llama-3.1-8b-instruct"
 HELLO = [{"role": "user", "content": "Say hello to the GPU cloud."}]
@@ -81,21 +80,50 @@ def test_the_registry_keeps_one_instance_per_config():
 
 
 def test_a_missing_key_variable_is_named(monkeypatch):
+    monkeypatch.setenv("GPUCLOUD_ENGINE_ENV_ALLOW", "GPC_TEST_UPSTREAM_KEY")
     monkeypatch.delenv("GPC_TEST_UPSTREAM_KEY", raising=False)
     engine = OpenAIEngine({"base_url": "http://127.0.0.1:9/v1", "api_key_env": "GPC_TEST_UPSTREAM_KEY"})
 
-    with pytest.raises(EngineUnavailable, match="GPC_TEST_UPSTREAM_KEY"):
+    with pytest.raises(EngineUnavailable, match=r"GPC_TEST_UPSTREAM_KEY.*is not set"):
         asyncio.run(engine.prepare())
+
+
+def test_a_key_variable_the_operator_did_not_allow_is_refused(monkeypatch):
+    monkeypatch.delenv("GPUCLOUD_ENGINE_ENV_ALLOW", raising=False)
+    monkeypatch.setenv("HOME_SECRET", "do-not-send")
+    engine = OpenAIEngine({"base_url": "http://127.0.0.1:9/v1", "api_key_env": "HOME_SECRET"})
+
+    with pytest.raises(EngineUnavailable, match=r"not allowed.*GPUCLOUD_ENGINE_ENV_ALLOW"):
+        asyncio.run(engine.prepare())
+
+
+def test_the_nodes_own_settings_are_never_an_engine_secret(monkeypatch):
+    """Not even when the operator lists them: the node's credential and token stay private."""
+    monkeypatch.setenv("GPUCLOUD_JOIN_TOKEN", "gpcj_secret")
+    monkeypatch.setenv("GPUCLOUD_ENGINE_ENV_ALLOW", "GPUCLOUD_JOIN_TOKEN")
+    engine = OpenAIEngine({"base_url": "http://127.0.0.1:9/v1", "api_key_env": "GPUCLOUD_JOIN_TOKEN"})
+
+    with pytest.raises(EngineUnavailable, match="private") as caught:
+        asyncio.run(engine.prepare())
+    assert "gpcj_secret" not in str(caught.value)
+
+
+def test_an_inline_key_is_refused():
+    with pytest.raises(EngineUnavailable, match="api_key_env"):
+        OpenAIEngine({"base_url": "http://127.0.0.1:9/v1", "api_key": "sk-inline"})
 
 
 # --- the live platform as the upstream ----------------------------------------------------------
 
 
 @pytest.fixture
-def upstream(live, make_key):
-    """(engine config, an OpenAI SDK client) for the live platform as an upstream server."""
+def upstream(live, make_key, monkeypatch):
+    """(engine config, an OpenAI SDK client) for the live platform as an upstream server; its key is
+    in the (allowed) environment variable GPC_TEST_UPSTREAM_KEY, as on a node."""
     _, key = make_key(live.user, rpm=10_000)
-    config = {"base_url": f"{live.url}/v1", "api_key": key, "model": MODEL}
+    monkeypatch.setenv("GPUCLOUD_ENGINE_ENV_ALLOW", "GPC_TEST_UPSTREAM_KEY")
+    monkeypatch.setenv("GPC_TEST_UPSTREAM_KEY", key)
+    config = {"base_url": f"{live.url}/v1", "api_key_env": "GPC_TEST_UPSTREAM_KEY", "model": MODEL}
     client = openai.OpenAI(base_url=f"{live.url}/v1", api_key=key, max_retries=0, timeout=30)
     return config, client
 
@@ -107,11 +135,12 @@ def test_prepare_succeeds_against_a_live_upstream(upstream):
 
 
 @pytest.mark.live
-def test_prepare_names_rejected_credentials_without_repeating_the_key(upstream):
+def test_prepare_names_rejected_credentials_without_repeating_the_key(upstream, monkeypatch):
     config, _ = upstream
     wrong = "gpc_000000000000_" + "x" * 40
+    monkeypatch.setenv("GPC_TEST_UPSTREAM_KEY", wrong)
     with pytest.raises(UpstreamError, match="refused our credentials") as caught:
-        asyncio.run(OpenAIEngine({**config, "api_key": wrong}).prepare())
+        asyncio.run(OpenAIEngine(config).prepare())
     assert wrong not in str(caught.value)
 
 
@@ -334,29 +363,30 @@ def test_embed_fails_clearly_when_nothing_listens():
         asyncio.run(engine.embed(["hello"], model="m"))
 
 
-def test_the_worker_task_replies_with_an_upstream_error():
-    """run_generation turns the engine's failure into an ``inference.error`` reply, which the view
-    renders as an OpenAI-shaped error (or an error event and [DONE] in a stream)."""
+def test_a_node_job_ends_with_the_upstreams_error():
+    """run_job turns the engine's failure into a ``job.error`` message, which the platform renders
+    as an OpenAI-shaped error (or an error event and [DONE] in a stream)."""
     base_url = f"http://127.0.0.1:{_closed_port()}/v1"
-    generation_job = job(request_id="req_upstream_down", engine_config={"base_url": base_url})
-    payload = {**generation_job.__dict__, "engine": "openai", "attempt": 1}
-    payload.pop("finished")
-    payload.pop("reported_usage")
-    replies.attempt_begin(generation_job.request_id, 1)
+    config = {"base_url": base_url}
+    spec = {"id": 1, "deployment": "d", "queue": "deployment.d", "engine": "openai", "engine_config": config}
+    sent = []
 
     async def run():
-        layer = get_channel_layer()
-        channel = await layer.new_channel()
-        await run_generation(payload, channel, worker="test-worker")
-        first = await asyncio.wait_for(layer.receive(channel), 5)
-        second = await asyncio.wait_for(layer.receive(channel), 5)
-        return first, second
+        replicas = Replicas()
+        replicas.specs["1"] = spec
+        replicas.states["1"] = {"state": "running", "reason": ""}
+        message = {"type": "job", "job": "j1", "kind": "generate", "replica": 1, "spec": job().to_wire()}
 
-    start, error = asyncio.run(run())
+        async def send(out):
+            sent.append(out)
 
-    assert start["type"] == replies.START
-    assert error["type"] == replies.ERROR
-    assert (error["code"], error["status"]) == ("upstream_error", 502)
+        await run_job(message, replicas, send)
+
+    asyncio.run(run())
+
+    [error] = sent
+    assert (error["type"], error["job"]) == ("job.error", "j1")
+    assert (error["code"], error["status"], error["engine_fault"]) == ("upstream_error", 502, True)
     assert "is unreachable" in error["message"]
 
 
@@ -385,7 +415,7 @@ def openai_deployments(live_platform, django_db_blocker):
                 user=live_platform.user, name="openai engine", scopes=(ApiKey.Scope.INFERENCE,), rpm=10_000
             )
             upstreams = {
-                "proxy-llama": {"base_url": f"{live_platform.url}/v1", "api_key": key, "model": MODEL},
+                "proxy-llama": {"base_url": f"{live_platform.url}/v1", "api_key_env": "GPC_PROXY_KEY", "model": MODEL},
                 "cut-llama": {"base_url": cut_url, "model": "upstream-model"},
             }
             for name, config in upstreams.items():
@@ -396,7 +426,9 @@ def openai_deployments(live_platform, django_db_blocker):
                     name=name, model=model, engine="openai", engine_config=config, status="running"
                 )
                 created.append((deployment, model))
-            worker = live_platform.start_worker("openai-node", "--engine=openai")
+            # The upstream's key lives in the node's environment, allowed by its operator.
+            node_env = {"GPC_PROXY_KEY": key, "GPUCLOUD_ENGINE_ENV_ALLOW": "GPC_PROXY_KEY"}
+            worker = live_platform.start_worker("openai-node", "--engine=openai", env=node_env)
 
             def serving():
                 node = live_platform.node("openai-node")

@@ -1,4 +1,4 @@
-"""inference.engines.hf: real all-MiniLM-L6-v2 embeddings in-process, and a clear refusal without
+"""gpunode.engines.hf: real all-MiniLM-L6-v2 embeddings in-process, and a clear refusal without
 the ML extras (requirements-ml.txt)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from inference.engines import EngineUnavailable, GenerationJob, get_engine
-from inference.engines.hf import HFEngine
+from gpunode.engines import EngineUnavailable, GenerationJob, get_engine
+from gpunode.engines.hf import HFEngine
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 CAT, KITTEN, REVENUE = "A cat sits on the mat.", "A kitten is sitting on a rug.", "Quarterly revenue grew by 4%."
@@ -120,12 +120,12 @@ def test_without_the_ml_extras_it_names_requirements_ml(monkeypatch):
 
 
 def test_the_platform_never_imports_torch_on_its_own():
-    """Daphne's app, the views, the worker's tasks and the engines load without torch."""
+    """Daphne's app, the views, the node's agent and the engines load without torch."""
     code = (
         "import os, sys, django;"
         "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'gpucloud.settings');"
         "django.setup();"
-        "import gpucloud.asgi, inference.views, inference.tasks, inference.engines;"
+        "import gpucloud.asgi, inference.views, gpunode.cli, gpunode.engines;"
         "import inference.management.commands.gpuworker;"
         "print(sorted(m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules))"
     )

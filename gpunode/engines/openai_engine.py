@@ -5,21 +5,21 @@ vLLM, SGLang, TGI, the llama.cpp server and Ollama all speak ``/v1/chat/completi
 
     {"base_url": "http://127.0.0.1:8001/v1",   # required
      "model": "meta-llama/Llama-3.1-8B-Instruct",  # the upstream's model name; default: ours
-     "api_key": "...",                           # or "api_key_env": "VLLM_API_KEY" (read on the node)
+     "api_key_env": "VLLM_API_KEY",              # the upstream's key: a variable on the node
      "timeout": 120}                             # seconds the upstream may stay silent
 
 Generation always streams from the upstream (``stream_options.include_usage``), so the platform
 relays tokens as they come whether or not its own client streams, and reports the upstream's own
 token counts. Every failure of the upstream (unreachable, an HTTP error, a stream cut short)
 raises :class:`UpstreamError`, which the worker turns into an OpenAI-shaped error for the client.
-Nothing here logs or repeats the API key.
+The key itself never leaves the node: ``api_key_env`` names a variable of the node's environment
+that its operator allowed (``gpunode.environment``). Nothing here logs or repeats the key.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import ssl
 from collections.abc import AsyncIterator
 from functools import cache
@@ -27,8 +27,9 @@ from functools import cache
 import certifi
 import httpx
 
-from inference.engines.base import EngineUnavailable, GenerationJob, TokenEvent
-from inference.tokens import count_tokens
+from gpunode.engines.base import EngineUnavailable, GenerationJob, TokenEvent
+from gpunode.environment import SecretRefused, engine_secret
+from nodeprotocol.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,11 @@ class OpenAIEngine:
             )
         self.base_url = base_url.rstrip("/")
         self.model = config.get("model") or ""
-        self._api_key = config.get("api_key") or ""
+        if config.get("api_key"):
+            raise EngineUnavailable(
+                "engine_config.api_key is not accepted: the platform never sends secrets to nodes. Put the key in an "
+                "environment variable on the node and name it in engine_config.api_key_env."
+            )
         self._api_key_env = config.get("api_key_env") or ""
         read = float(config.get("timeout", DEFAULT_TIMEOUT))
         self.timeout = httpx.Timeout(read, connect=min(CONNECT_TIMEOUT, read))
@@ -118,14 +123,12 @@ class OpenAIEngine:
         return f"<OpenAIEngine {self.base_url} model={self.model or '(per request)'}>"
 
     def _headers(self) -> dict[str, str]:
-        key = self._api_key
-        if self._api_key_env:
-            key = os.environ.get(self._api_key_env, "")
-            if not key:
-                raise EngineUnavailable(
-                    f"The environment variable {self._api_key_env} (engine_config.api_key_env) is not set on "
-                    "this node: set it to the upstream server's API key and restart the worker."
-                )
+        if not self._api_key_env:
+            return {}
+        try:
+            key = engine_secret(self._api_key_env)
+        except SecretRefused as refusal:
+            raise EngineUnavailable(str(refusal)) from None
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _client(self) -> httpx.AsyncClient:
@@ -149,7 +152,7 @@ class OpenAIEngine:
         if status in (401, 403):
             raise UpstreamError(
                 f"The upstream server at {self.base_url} refused our credentials (HTTP {status}) for {what}: "
-                "set engine_config.api_key or api_key_env to its API key."
+                "set engine_config.api_key_env to a node variable holding its API key."
             )
         if status in (400, 422):
             raise UpstreamRejected(f"The upstream model server rejected the request (HTTP {status}): {detail}")

@@ -1,4 +1,4 @@
-"""inference.engines.simulated: deterministic, natural-ending, top_p-aware and paced output."""
+"""gpunode.engines.simulated: deterministic, natural-ending, top_p-aware and paced output."""
 
 import asyncio
 import time
@@ -6,14 +6,14 @@ from contextlib import aclosing
 
 import pytest
 
-from deployments.gpus import GPU_PROFILES
-from inference.engines import GenerationJob, TokenEvent, get_engine
-from inference.engines.simulated import MAX_LENGTH, MIN_LENGTH, VOCABULARY, SimulatedEngine
+from gpunode.engines import GenerationJob, TokenEvent, get_engine
+from gpunode.engines.simulated import MAX_LENGTH, MIN_LENGTH, VOCABULARY, SimulatedEngine
+from nodeprotocol.gpus import GPU_PROFILES
 
 
 @pytest.fixture
-def instant(settings):
-    settings.SIMULATED_ENGINE_INSTANT = True
+def instant(monkeypatch):
+    monkeypatch.setenv("SIMULATED_ENGINE_INSTANT", "true")
 
 
 def job(**changes) -> GenerationJob:
@@ -114,8 +114,8 @@ def test_it_honours_top_p(instant):
     assert not set(wide) <= allowed
 
 
-def test_it_is_paced(settings):
-    settings.SIMULATED_ENGINE_INSTANT = False
+def test_it_is_paced(monkeypatch):
+    monkeypatch.setenv("SIMULATED_ENGINE_INSTANT", "false")
     # A big model and a long prompt: a first-token time long enough to measure.
     paced = job(seed=5, parameters_billion=70.0, prompt_tokens=1000, gpu_profile="H100-80GB")
     profile = GPU_PROFILES["H100-80GB"]

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from inference.engines.base import Engine, GenerationJob
+from gpunode.engines.base import Engine, GenerationJob
 
 
 class StopMatcher:

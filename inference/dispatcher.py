@@ -1,0 +1,307 @@
+"""The server side of a node's jobs: take work from the queue for it, and check what it answers.
+
+One :class:`NodeDispatcher` lives in the web process that holds a node's WebSocket, for as long as
+the socket is open. While the node has a free slot, is not draining and serves some queues, it pops
+the next job from those queues (:mod:`inference.jobqueue`), tells the waiting view which node got
+it, and hands the job to the node. Every ``job.*`` message the node sends is checked against the
+jobs handed to *this* connection — a node can answer, end or report usage only for its own jobs,
+and only in the shape and bounds of the job — and then relayed to the view's reply channel.
+When the connection closes, the views of its unfinished jobs hear ``job.lost`` at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from inference import jobqueue, replies
+from nodeprotocol import (
+    CANCEL,
+    FINISH_REASONS,
+    JOB,
+    JOB_DONE,
+    JOB_ERROR,
+    JOB_EVENTS,
+    JOB_VECTORS,
+    KIND_EMBED,
+    KIND_GENERATE,
+    VECTORS_MESSAGE_BYTES,
+)
+
+logger = logging.getLogger(__name__)
+
+POP_TIMEOUT_SECONDS = 1
+ERROR_STATUSES = frozenset({400, 404, 408, 413, 422, 429, 500, 502, 503, 504})
+ERROR_CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MESSAGE_LIMIT = 1000
+MAX_DIMENSIONS = 65536
+
+
+class ProtocolViolation(Exception):
+    """A node message that does not fit the job it names; the message is logged and dropped."""
+
+
+@dataclass
+class HandedJob:
+    """A job handed to this node: what the node may say about it is checked against this."""
+
+    id: str
+    queued: jobqueue.QueuedJob
+    choices: int = 0  # generation: the choices it may write to
+    inputs: int = 0  # embeddings: the inputs it must send vectors for
+    vectors_seen: set[int] = field(default_factory=set)
+
+
+def _bounded_int(value, low: int, high: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ProtocolViolation(f"{what} must be an integer from {low} to {high}")
+    return value
+
+
+class NodeDispatcher:
+    """Jobs for one connected node. ``send_to_node`` writes a protocol message to its socket;
+    ``channel_layer`` and ``session_channel`` are the consumer's."""
+
+    def __init__(
+        self,
+        *,
+        node_name: str,
+        channel_layer,
+        session_channel: str,
+        send_to_node: Callable[[dict], Awaitable[None]],
+    ) -> None:
+        self.node_name = node_name
+        self.layer = channel_layer
+        self.session_channel = session_channel
+        self.send_to_node = send_to_node
+        self.slots = 0
+        self.draining = False
+        # queue -> id of this node's replica that serves it (only replicas it reports running)
+        self.serving: dict[str, int] = {}
+        self.jobs: dict[str, HandedJob] = {}
+        self._capacity = asyncio.Event()
+        self._closing = False
+        self._puller: asyncio.Task | None = None
+        self._redis: aioredis.Redis | None = None
+
+    # --- what the consumer tells it ----------------------------------------------------------
+
+    def start(self) -> None:
+        self._redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+        self._puller = asyncio.create_task(self._pull(), name=f"dispatch-{self.node_name}")
+
+    def update(self, *, slots: int, draining: bool, serving: dict[str, int]) -> None:
+        """The node's state after a heartbeat: its slots, whether it drains, the queues it serves."""
+        self.slots, self.draining, self.serving = slots, draining, serving
+        self._check_capacity()
+
+    async def renew_leases(self) -> None:
+        leases = {job.queued.request_id: job.queued.attempt for job in self.jobs.values()}
+        await replies.leases_renew(leases)
+
+    async def close(self) -> None:
+        """The socket closed: stop taking work, and tell the views of unfinished jobs they are lost."""
+        self._closing = True
+        self._capacity.set()
+        for job in list(self.jobs.values()):
+            try:
+                await self._finish(job, {"type": replies.LOST, "node": self.node_name})
+            except Exception:  # Redis down: the job's lease lapses and its view finds out that way
+                logger.warning("Could not tell the view of %s that its node left", job.queued.request_id)
+
+    async def stop(self) -> None:
+        """After close(): wait for a pop in progress, so a job it takes is put back rather than lost."""
+        if self._puller is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._puller), POP_TIMEOUT_SECONDS + 1)
+            self._puller.cancel()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    async def cancel(self, job_id: str) -> None:
+        """The view gave up on a job (client gone, or the job moved elsewhere): stop it on the node."""
+        job = self.jobs.pop(job_id, None)
+        if job is None:
+            return
+        self._check_capacity()
+        await replies.lease_release(job.queued.request_id, job.queued.attempt)
+        await self.send_to_node({"type": CANCEL, "job": job_id})
+
+    # --- taking work --------------------------------------------------------------------------
+
+    def _check_capacity(self) -> None:
+        if len(self.jobs) < self.slots and not self.draining and self.serving:
+            self._capacity.set()
+        else:
+            self._capacity.clear()
+
+    async def _pull(self) -> None:
+        while not self._closing:
+            await self._capacity.wait()
+            if self._closing:
+                return
+            queues = sorted(self.serving)
+            if not queues or len(self.jobs) >= self.slots or self.draining:
+                self._capacity.clear()
+                continue
+            try:
+                popped = await self._redis.brpop(jobqueue.priority_keys(queues), timeout=POP_TIMEOUT_SECONDS)
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as error:
+                logger.warning("Job queue unreachable for %s (%s); retrying", self.node_name, error)
+                await asyncio.sleep(1)
+                continue
+            if popped is None:
+                continue
+            key, raw = popped[0].decode(), popped[1]
+            if self._closing or jobqueue.queue_of(key) not in self.serving:
+                # The node went away or stopped serving that queue meanwhile: the job goes back
+                # to the head of its list, for the next node.
+                await self._redis.rpush(key, raw)
+                continue
+            queued = jobqueue.decode(key, raw)
+            if queued is None:
+                continue
+            try:
+                await self._hand(queued, self.serving[queued.queue])
+            except Exception:
+                # Redis or the channel layer failed mid-hand-over: the view's wait for a node
+                # times out (or its lease lapses) and it answers the client; keep serving.
+                logger.exception("Could not hand %s to %s", queued.request_id, self.node_name)
+                await asyncio.sleep(0.5)
+
+    async def _hand(self, queued: jobqueue.QueuedJob, replica_id: int) -> None:
+        if not await replies.attempt_is_current(queued.request_id, queued.attempt):
+            logger.info("Dropped %s attempt %s: cancelled, or dispatched again", queued.request_id, queued.attempt)
+            return
+        spec = queued.spec
+        job = HandedJob(
+            id=secrets.token_urlsafe(12),
+            queued=queued,
+            choices=int(spec.get("n", 1)) if queued.kind == KIND_GENERATE else 0,
+            inputs=len(spec.get("texts", [])) if queued.kind == KIND_EMBED else 0,
+        )
+        self.jobs[job.id] = job
+        self._check_capacity()
+        try:
+            await replies.leases_renew({queued.request_id: queued.attempt})
+            await self._reply(
+                job,
+                {"type": replies.DISPATCHED, "node": self.node_name, "session": self.session_channel, "job": job.id},
+            )
+            await self.send_to_node(
+                {"type": JOB, "job": job.id, "kind": queued.kind, "replica": replica_id, "spec": spec}
+            )
+        except BaseException:
+            self.jobs.pop(job.id, None)
+            self._check_capacity()
+            raise
+
+    # --- what the node says about its jobs ----------------------------------------------------
+
+    async def receive(self, message: dict) -> None:
+        """A ``job.*`` message from the node: checked against its job, then relayed to the view."""
+        job = self.jobs.get(message.get("job")) if isinstance(message.get("job"), str) else None
+        if job is None:
+            logger.warning("Node %s sent %s for a job it does not hold; dropped", self.node_name, message.get("type"))
+            return
+        try:
+            kind = message.get("type")
+            if kind == JOB_EVENTS:
+                await self._reply(job, {"type": replies.EVENTS, "events": self._events(job, message)})
+            elif kind == JOB_VECTORS:
+                await self._reply(job, self._vectors(job, message))
+            elif kind == JOB_DONE:
+                await self._finish(job, {"type": replies.DONE, "usage": self._usage(job, message)})
+            elif kind == JOB_ERROR:
+                await self._finish(job, self._error(message))
+            else:
+                raise ProtocolViolation(f"unknown message type {kind!r}")
+        except ProtocolViolation as violation:
+            logger.warning("Node %s broke the protocol on job %s: %s", self.node_name, job.id, violation)
+            await self._finish(
+                job,
+                {
+                    "type": replies.ERROR,
+                    "message": "The GPU node serving this request sent malformed output. Please retry.",
+                    "code": "node_protocol_error",
+                    "status": 502,
+                },
+            )
+            await self.send_to_node({"type": CANCEL, "job": job.id})
+
+    def _events(self, job: HandedJob, message: dict) -> list[dict]:
+        if job.queued.kind != KIND_GENERATE:
+            raise ProtocolViolation("text output for an embeddings job")
+        events = message.get("events")
+        if not isinstance(events, list) or not events:
+            raise ProtocolViolation("events must be a non-empty list")
+        checked = []
+        for event in events:
+            if not isinstance(event, dict):
+                raise ProtocolViolation("an event must be an object")
+            index = _bounded_int(event.get("i"), 0, job.choices - 1, "event choice index")
+            text, reason = event.get("t"), event.get("f")
+            if not isinstance(text, str):
+                raise ProtocolViolation("event text must be a string")
+            if reason is not None and reason not in FINISH_REASONS:
+                raise ProtocolViolation(f"unknown finish reason {reason!r}")
+            checked.append({"i": index, "t": text, "f": reason})
+        return checked
+
+    def _vectors(self, job: HandedJob, message: dict) -> dict:
+        if job.queued.kind != KIND_EMBED:
+            raise ProtocolViolation("vectors for a generation job")
+        offset = _bounded_int(message.get("offset"), 0, job.inputs - 1, "offset")
+        count = _bounded_int(message.get("count"), 1, job.inputs - offset, "count")
+        dimensions = _bounded_int(message.get("dimensions"), 1, MAX_DIMENSIONS, "dimensions")
+        try:
+            data = base64.b64decode(message.get("data", ""), validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise ProtocolViolation("vector data must be base64") from None
+        if len(data) != 4 * count * dimensions or len(data) > 2 * VECTORS_MESSAGE_BYTES:
+            raise ProtocolViolation("vector data does not match count and dimensions")
+        job.vectors_seen.update(range(offset, offset + count))
+        return {"type": replies.VECTORS, "offset": offset, "count": count, "dimensions": dimensions, "data": data}
+
+    def _usage(self, job: HandedJob, message: dict) -> dict:
+        usage = message.get("usage")
+        if not isinstance(usage, dict):
+            raise ProtocolViolation("usage must be an object")
+        # Bounded by the job: a node cannot bill more than it could have produced. Prompt counts
+        # differ by tokenizer (an upstream's chat template, a model's word pieces), hence the room.
+        limits = job.queued.limits
+        prompt = _bounded_int(usage.get("prompt_tokens"), 0, 4 * limits["prompt_tokens"] + 4096, "prompt_tokens")
+        completion = _bounded_int(usage.get("completion_tokens"), 0, limits["completion_tokens"], "completion_tokens")
+        if job.queued.kind == KIND_EMBED and len(job.vectors_seen) != job.inputs:
+            raise ProtocolViolation("done before every input's vector was sent")
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    def _error(self, message: dict) -> dict:
+        status = message.get("status")
+        code = message.get("code")
+        text = message.get("message")
+        return {
+            "type": replies.ERROR,
+            "message": text[:MESSAGE_LIMIT] if isinstance(text, str) and text else "The GPU node failed.",
+            "code": code if isinstance(code, str) and ERROR_CODE_RE.match(code) else "engine_error",
+            "status": status if status in ERROR_STATUSES else 502,
+        }
+
+    async def _reply(self, job: HandedJob, message: dict) -> None:
+        await self.layer.send(job.queued.reply_channel, {**message, "attempt": job.queued.attempt})
+
+    async def _finish(self, job: HandedJob, message: dict) -> None:
+        self.jobs.pop(job.id, None)
+        self._check_capacity()
+        await self._reply(job, message)
+        await replies.lease_release(job.queued.request_id, job.queued.attempt)

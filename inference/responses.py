@@ -1,0 +1,150 @@
+"""Response shaping: a call's output as an OpenAI completion, whole or as server-sent events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+from gpucloud.openai_errors import ApiError
+from inference.calls import InferenceCall
+
+SYSTEM_FINGERPRINT = "fp_gpucloud"
+
+
+def _sse(data: dict | str) -> bytes:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+class CompletionResponse:
+    """Shapes a call's output as an OpenAI completion, whole or as a stream of chunks.
+
+    Subclasses give the shape of one choice: whole, opening the stream, a delta, and its end.
+    """
+
+    object_whole = object_chunk = id_prefix = ""
+
+    def __init__(self, call: InferenceCall, model: str, include_usage: bool) -> None:
+        self.call = call
+        self.model = model
+        self.include_usage = include_usage
+        self.id = f"{self.id_prefix}-{call.meter.request.request_id.removeprefix('req_')}"
+        self.created = int(time.time())
+
+    def whole_choice(self, index: int, text: str, reason: str) -> dict:
+        raise NotImplementedError
+
+    def opening_choice(self, index: int) -> dict | None:
+        return None
+
+    def delta_choice(self, index: int, text: str) -> dict:
+        raise NotImplementedError
+
+    def finish_choice(self, index: int, reason: str) -> dict:
+        raise NotImplementedError
+
+    def _envelope(self, obj: str, choices: list[dict]) -> dict:
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": SYSTEM_FINGERPRINT,
+            "choices": choices,
+        }
+
+    async def collect(self) -> dict:
+        n = self.call.job.n
+        texts, reasons = [""] * n, [None] * n
+        try:
+            async for event in self.call.events():
+                if event.get("reset"):
+                    texts, reasons = [""] * n, [None] * n
+                    continue
+                texts[event["i"]] += event["t"]
+                if event["f"]:
+                    reasons[event["i"]] = event["f"]
+        except ApiError as error:
+            await self.call.meter.record(error.status, error.code)
+            raise
+        await self.call.meter.record(200)
+        choices = [self.whole_choice(i, text, reasons[i] or "stop") for i, text in enumerate(texts)]
+        return {**self._envelope(self.object_whole, choices), "usage": self.call.usage}
+
+    def _chunk(self, choices: list[dict]) -> dict:
+        chunk = self._envelope(self.object_chunk, choices)
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """Server-sent events: opening chunks, deltas, finish chunks, usage, ``[DONE]``."""
+        meter = self.call.meter
+        status, error_code = 200, None
+        try:
+            opening = [c for i in range(self.call.job.n) if (c := self.opening_choice(i)) is not None]
+            if opening:
+                yield _sse(self._chunk(opening))
+            try:
+                async for event in self.call.events():
+                    if event["t"]:
+                        yield _sse(self._chunk([self.delta_choice(event["i"], event["t"])]))
+                    if event["f"]:
+                        yield _sse(self._chunk([self.finish_choice(event["i"], event["f"])]))
+            except ApiError as error:
+                status, error_code = error.status, error.code
+                yield _sse(error.as_dict())
+            else:
+                if self.include_usage:
+                    yield _sse({**self._chunk([]), "usage": self.call.usage})
+            yield _sse("[DONE]")
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away: stop the worker, and meter what was produced so far.
+            status, error_code = 499, "client_closed_request"
+            await asyncio.shield(self.call.cancel())
+            raise
+        finally:
+            await asyncio.shield(meter.record(status, error_code))
+
+
+class ChatCompletion(CompletionResponse):
+    object_whole, object_chunk, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
+
+    def whole_choice(self, index: int, text: str, reason: str) -> dict:
+        message = {"role": "assistant", "content": text, "refusal": None}
+        return {"index": index, "message": message, "logprobs": None, "finish_reason": reason}
+
+    def opening_choice(self, index: int) -> dict:
+        return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+
+    def delta_choice(self, index: int, text: str) -> dict:
+        return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+
+    def finish_choice(self, index: int, reason: str) -> dict:
+        return {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
+
+
+class TextCompletion(CompletionResponse):
+    """``/v1/completions``; with ``echo`` each choice starts with its prompt."""
+
+    object_whole = object_chunk = "text_completion"
+    id_prefix = "cmpl"
+
+    def __init__(self, call: InferenceCall, model: str, include_usage: bool, echoed: list[str]) -> None:
+        super().__init__(call, model, include_usage)
+        self.echoed = echoed  # per choice: the prompt to repeat, or ""
+
+    def whole_choice(self, index: int, text: str, reason: str) -> dict:
+        return {"index": index, "text": self.echoed[index] + text, "logprobs": None, "finish_reason": reason}
+
+    def opening_choice(self, index: int) -> dict | None:
+        if not self.echoed[index]:
+            return None
+        return {"index": index, "text": self.echoed[index], "logprobs": None, "finish_reason": None}
+
+    def delta_choice(self, index: int, text: str) -> dict:
+        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
+
+    def finish_choice(self, index: int, reason: str) -> dict:
+        return {"index": index, "text": "", "logprobs": None, "finish_reason": reason}
