@@ -25,3 +25,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/gateway.py
 	$(PY) bench/fleet.py
 	$(PY) bench/openai_overhead.py
+	$(PY) bench/boundary.py

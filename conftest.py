@@ -369,6 +369,48 @@ class ProtocolNode:
             self.ws.close()
 
 
+class IsolatedPlatform:
+    """A web process and a GPU node with a Redis server of their own (sharing the test database),
+    for tests that stop and start Redis without disturbing the session's platform."""
+
+    def __init__(self, live: LivePlatform, directory: Path) -> None:
+        from gpucloud import embedded_redis
+
+        self.live = live
+        self.redis_dir = directory / "redis"
+        self.redis_url = embedded_redis.ensure_running(self.redis_dir)
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.env = {**live.env, "REDIS_URL": self.redis_url}
+        self.daphne = self._start_daphne()
+        command = [sys.executable, "-m", "gpunode", f"--server={self.url}", "--name=isolated"]
+        self.node = subprocess.Popen(
+            [*command, "--loglevel=WARNING", f"--state-dir={directory / 'node'}"],
+            env={**node_environment(), "GPUCLOUD_JOIN_TOKEN": live.join_token},
+            cwd=BASE_DIR,
+        )
+
+    def _start_daphne(self) -> subprocess.Popen:
+        port = self.url.rsplit(":", 1)[1]
+        from gpucloud import daphne
+
+        return subprocess.Popen(daphne.command("127.0.0.1", port), env=self.env, cwd=BASE_DIR)
+
+    def stop_redis(self) -> None:
+        from gpucloud import embedded_redis
+
+        embedded_redis.stop(self.redis_dir)
+
+    def start_redis(self) -> None:
+        from gpucloud import embedded_redis
+
+        embedded_redis.ensure_running(self.redis_dir)
+
+    def close(self) -> None:
+        for process in (self.node, self.daphne):
+            self.live.stop(process)
+        self.stop_redis()
+
+
 def _healthy(url: str) -> bool:
     try:
         return httpx.get(f"{url}/health", timeout=2).status_code == 200
@@ -399,11 +441,9 @@ def live_platform(django_db_setup, django_db_blocker, _redis):
         "INFERENCE_QUEUE_TIMEOUT": "15",
         "LOG_LEVEL": "WARNING",
     }
-    daphne = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "gpucloud.asgi:application"],
-        env=env,
-        cwd=BASE_DIR,
-    )
+    from gpucloud.daphne import command as daphne_command
+
+    daphne = subprocess.Popen(daphne_command("127.0.0.1", port), env=env, cwd=BASE_DIR)
     platform = LivePlatform(
         url=f"http://127.0.0.1:{port}", env=env, join_token=join_token, user=user, daphne=daphne, workers=[]
     )
@@ -443,3 +483,13 @@ def fleet(live):
     demo_catalog_ensure()
     live.start_worker("main")
     live.wait_serving("main")
+
+
+@pytest.fixture(autouse=True)
+def _empty_billing_state(_redis):
+    """Every test starts with no billing state in Redis (balances, reservations, token windows),
+    as after a restart: user ids come round again between tests, and a test whose transaction is
+    rolled back never frees what its requests reserved (settlement frees on commit)."""
+    from billing.redis_state import forget_all
+
+    forget_all()

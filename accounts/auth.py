@@ -1,8 +1,8 @@
 """The one entry point for API-key authentication and per-key rate limits.
 
 ``authenticate_request`` reads ``Authorization: Bearer <key>``, checks the key's state and scope,
-and counts the request against the key's requests-per-minute limit with django-ratelimit on the
-shared Redis cache. Async API views use the :func:`api_key_required` decorator; the DRF API uses
+and counts the request against the key's requests-per-minute limit over a sliding minute in Redis
+(:mod:`accounts.ratelimit`). Async API views use the :func:`api_key_required` decorator; the DRF API uses
 :class:`accounts.drf.ApiKeyAuthentication`. No view parses a key itself.
 """
 
@@ -12,13 +12,17 @@ import functools
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from django_ratelimit.core import get_usage
 
+from accounts import ratelimit
 from accounts.models import ApiKey
 from accounts.services import api_key_lookup, api_key_record_use
+from gpucloud.jsonbody import is_json_content_type, unsupported_media_type
 from gpucloud.openai_errors import ApiError, api_error_response, insufficient_scope, invalid_api_key
+
+BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 @dataclass(frozen=True)
@@ -44,24 +48,16 @@ def _mask(raw_key: str) -> str:
     return f"{raw_key[:8]}****{raw_key[-4:]}" if len(raw_key) > 16 else "****"
 
 
-def _ratelimit_key(group: str, request: HttpRequest) -> str:
-    # The prefix, not the row id: ids restart in a new database, prefixes are random.
-    return request.api_key.prefix
-
-
-def _ratelimit_rate(group: str, request: HttpRequest) -> tuple[int, int]:
-    return (request.api_key.rpm, 60)
-
-
 def check_rate_limit(request: HttpRequest, api_key: ApiKey) -> RateLimitState:
-    """Count this request against the key's RPM; raises a 429 ApiError when over the limit."""
-    request.api_key = api_key
-    usage = get_usage(request, group="api-key-rpm", key=_ratelimit_key, rate=_ratelimit_rate, increment=True)
-    if usage is None:  # RATELIMIT_ENABLE is off
+    """Count this request against the key's RPM over a sliding minute; raises a 429 ApiError when
+    over the limit."""
+    if not settings.RATELIMIT_ENABLE:
         return RateLimitState(limit=api_key.rpm, remaining=api_key.rpm, reset_seconds=0)
-    reset = max(usage["time_left"], 1)
-    state = RateLimitState(limit=api_key.rpm, remaining=max(usage["limit"] - usage["count"], 0), reset_seconds=reset)
-    if usage["should_limit"]:
+    # The prefix, not the row id: ids restart in a new database, prefixes are random.
+    usage = ratelimit.hit(f"api-key:{api_key.prefix}", limit=api_key.rpm, window_seconds=60)
+    reset = usage.reset_seconds
+    state = RateLimitState(limit=api_key.rpm, remaining=usage.remaining, reset_seconds=reset)
+    if not usage.allowed:
         raise ApiError(
             f"Rate limit reached for this API key: {api_key.rpm} requests per minute. "
             f"Try again in {reset}s, or raise the key's limit in the dashboard.",
@@ -103,8 +99,8 @@ def authenticate_request(request: HttpRequest, scope: str | None) -> tuple[ApiKe
 
 
 def api_key_required(scope: str, methods: tuple[str, ...] = ("GET",)):
-    """Decorate an async API view: check the method, authenticate, rate-limit, and render
-    ApiErrors in the OpenAI shape.
+    """Decorate an async API view: check the method and that a body is JSON (415 otherwise),
+    authenticate, rate-limit, and render ApiErrors in the OpenAI shape.
 
     The view finds the key in ``request.api_key``; every response carries the rate-limit headers.
     """
@@ -120,6 +116,9 @@ def api_key_required(scope: str, methods: tuple[str, ...] = ("GET",)):
                 )
                 response["Allow"] = ", ".join(methods)
                 return response
+            content_type = request.META.get("CONTENT_TYPE", "")
+            if request.method in BODY_METHODS and not is_json_content_type(content_type):
+                return api_error_response(unsupported_media_type(content_type))
             try:
                 request.api_key, state = await sync_to_async(authenticate_request)(request, scope)
             except ApiError as error:

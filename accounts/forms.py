@@ -20,6 +20,26 @@ class ApiKeyCreateForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="Leave all unchecked to allow every model.",
     )
+    max_budget = forms.DecimalField(
+        label="Budget in USD (optional)",
+        required=False,
+        min_value=0,
+        max_digits=18,
+        decimal_places=8,
+        help_text="Requests are refused once the key has spent this much in the period.",
+    )
+    budget_period = forms.ChoiceField(
+        label="Budget period", choices=ApiKey.BudgetPeriod.choices, initial=ApiKey.BudgetPeriod.MONTH, required=False
+    )
+    tpm = forms.IntegerField(
+        label="Tokens per minute (optional)",
+        required=False,
+        min_value=1,
+        help_text="Prompt plus max_tokens; empty for no limit.",
+    )
+    max_parallel = forms.IntegerField(
+        label="Requests in flight (optional)", required=False, min_value=1, help_text="Empty for no limit."
+    )
     expires_at = forms.DateTimeField(
         label="Expires (optional)",
         required=False,
@@ -32,6 +52,13 @@ class ApiKeyCreateForm(forms.Form):
         self.fields["allowed_models"].choices = [
             (model_id, model_id) for model_id in CatalogModel.objects.values_list("model_id", flat=True)
         ]
+
+    @property
+    def limit_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in ("max_budget", "budget_period", "tpm", "max_parallel")]
+
+    def clean_budget_period(self):
+        return self.cleaned_data["budget_period"] or ApiKey.BudgetPeriod.MONTH
 
     def clean_expires_at(self):
         expires_at = self.cleaned_data["expires_at"]

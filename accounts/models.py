@@ -1,4 +1,7 @@
+from decimal import Decimal
+
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -9,6 +12,11 @@ class ApiKey(models.Model):
     class Scope(models.TextChoices):
         INFERENCE = "inference", "Inference (the OpenAI-compatible API)"
         MANAGEMENT = "management", "Management (usage and fleet APIs)"
+
+    class BudgetPeriod(models.TextChoices):
+        DAY = "day", "Per day (UTC)"
+        MONTH = "month", "Per month (UTC)"
+        TOTAL = "total", "In total"
 
     class Priority(models.IntegerChoices):
         LOW = 0, "Low (batch)"
@@ -26,6 +34,29 @@ class ApiKey(models.Model):
     )
     allowed_models = models.JSONField(
         default=list, blank=True, help_text="Model ids this key may use; empty allows every model."
+    )
+    # Money and token limits, enforced at admission (billing.admission).
+    max_budget = models.DecimalField(
+        "budget (USD)",
+        max_digits=18,
+        decimal_places=8,
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="Most this key may spend per budget period; empty for no budget.",
+    )
+    budget_period = models.CharField(max_length=10, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH)
+    budget_soft_percent = models.PositiveSmallIntegerField(
+        "budget notice at (%)",
+        default=80,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text="The dashboard raises a notice when the key has spent this share of its budget.",
+    )
+    tpm = models.PositiveIntegerField(
+        "tokens per minute", null=True, blank=True, help_text="Prompt plus max_tokens per minute; empty for no limit."
+    )
+    max_parallel = models.PositiveIntegerField(
+        "max requests in flight", null=True, blank=True, help_text="Empty for no limit."
     )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

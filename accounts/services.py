@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -37,6 +38,40 @@ def parse_scopes(scopes: Iterable[str]) -> list[str]:
     return cleaned
 
 
+def rpm_check(rpm: int, *, allow_above_max: bool) -> None:
+    """Refuse a requests-per-minute limit below 1, or above API_KEY_MAX_RPM unless staff set it."""
+    if rpm < 1:
+        raise ValidationError({"rpm": "The requests-per-minute limit must be at least 1."})
+    if rpm > settings.API_KEY_MAX_RPM and not allow_above_max:
+        raise ValidationError(
+            {
+                "rpm": f"The requests-per-minute limit can be at most {settings.API_KEY_MAX_RPM}; "
+                "ask an operator for a higher one."
+            }
+        )
+
+
+def limits_check(
+    *,
+    max_budget: Decimal | None,
+    budget_period: str,
+    budget_soft_percent: int,
+    tpm: int | None,
+    max_parallel: int | None,
+) -> None:
+    """Refuse budgets and token/concurrency limits that cannot work (billing.admission enforces them)."""
+    if max_budget is not None and max_budget < 0:
+        raise ValidationError("The budget cannot be negative.")
+    if budget_period not in ApiKey.BudgetPeriod.values:
+        raise ValidationError(f"The budget period must be one of: {', '.join(ApiKey.BudgetPeriod.values)}.")
+    if not 1 <= budget_soft_percent <= 100:
+        raise ValidationError("The budget notice threshold is a percentage from 1 to 100.")
+    if tpm is not None and tpm < 1:
+        raise ValidationError("The tokens-per-minute limit must be at least 1 (leave it empty for no limit).")
+    if max_parallel is not None and max_parallel < 1:
+        raise ValidationError("The limit of requests in flight must be at least 1 (leave it empty for no limit).")
+
+
 def api_key_create(
     *,
     user,
@@ -46,14 +81,30 @@ def api_key_create(
     expires_at: datetime | None = None,
     priority: int = ApiKey.Priority.STANDARD,
     allowed_models: Iterable[str] = (),
+    granted_by_staff: bool = False,
+    max_budget: Decimal | None = None,
+    budget_period: str = ApiKey.BudgetPeriod.MONTH,
+    budget_soft_percent: int = 80,
+    tpm: int | None = None,
+    max_parallel: int | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key for ``user``; returns the row and the plaintext key, which is never stored."""
+    """Create a key for ``user``; returns the row and the plaintext key, which is never stored.
+
+    A limit above ``API_KEY_MAX_RPM`` needs a staff owner or ``granted_by_staff`` (an operator's
+    command): users cannot raise their own keys past it.
+    """
     if rpm is None:
         rpm = settings.API_KEY_DEFAULT_RPM
-    if rpm < 1:
-        raise ValidationError("The requests-per-minute limit must be at least 1.")
+    rpm_check(rpm, allow_above_max=granted_by_staff or user.is_staff)
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError("The expiry must be in the future.")
+    limits_check(
+        max_budget=max_budget,
+        budget_period=budget_period,
+        budget_soft_percent=budget_soft_percent,
+        tpm=tpm,
+        max_parallel=max_parallel,
+    )
     scopes = parse_scopes(scopes)
     allowed_models = sorted(set(allowed_models))
     unknown = set(allowed_models) - set(
@@ -72,6 +123,11 @@ def api_key_create(
         expires_at=expires_at,
         priority=priority,
         allowed_models=allowed_models,
+        max_budget=max_budget,
+        budget_period=budget_period,
+        budget_soft_percent=budget_soft_percent,
+        tpm=tpm,
+        max_parallel=max_parallel,
     )
     return api_key, credential.plaintext
 
@@ -96,3 +152,69 @@ def api_key_revoke(*, api_key: ApiKey) -> None:
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+
+
+# --- Limits set through the API: a key never gives more than it has -------------------------
+
+#: Budget periods from loosest to tightest for the same amount: $5 a day allows more than $5 a month.
+_PERIOD_RANK = {ApiKey.BudgetPeriod.DAY: 0, ApiKey.BudgetPeriod.MONTH: 1, ApiKey.BudgetPeriod.TOTAL: 2}
+
+
+def api_key_is_limited(api_key: ApiKey) -> bool:
+    """Whether a key has a budget, a token or a concurrency limit (then it may not mint keys:
+    each new key would bring limits of its own, multiplying the ones this key was given)."""
+    return api_key.max_budget is not None or api_key.tpm is not None or api_key.max_parallel is not None
+
+
+def api_key_loosened(api_key: ApiKey, changes: dict) -> list[str]:
+    """The names of the limits that ``changes`` would loosen on ``api_key`` (raise, or remove)."""
+
+    def looser(old, new) -> bool:
+        return old is not None and (new is None or new > old)
+
+    loosened = []
+    merged = {
+        name: changes.get(name, getattr(api_key, name))
+        for name in ("rpm", "tpm", "max_parallel", "max_budget", "budget_period", "allowed_models")
+    }
+    for name in ("rpm", "tpm", "max_parallel"):
+        if looser(getattr(api_key, name), merged[name]):
+            loosened.append(name)
+    if api_key.max_budget is not None and (
+        looser(api_key.max_budget, merged["max_budget"])
+        or _PERIOD_RANK[merged["budget_period"]] < _PERIOD_RANK[api_key.budget_period]
+    ):
+        loosened.append("max_budget")
+    if api_key.allowed_models and (
+        not merged["allowed_models"] or not set(merged["allowed_models"]) <= set(api_key.allowed_models)
+    ):
+        loosened.append("allowed_models")
+    return loosened
+
+
+def api_key_update(*, api_key: ApiKey, allow_loosen: bool, **changes) -> ApiKey:
+    """Change a key's name and limits. Without ``allow_loosen`` only tighter limits are accepted
+    (what a key may do to itself, or a limited key to any key)."""
+    if not allow_loosen:
+        loosened = api_key_loosened(api_key, changes)
+        if loosened:
+            raise ValidationError({loosened[0]: f"This key may only tighten '{loosened[0]}', not raise or remove it."})
+    if "rpm" in changes:
+        rpm_check(changes["rpm"], allow_above_max=api_key.user.is_staff)
+    merged = {
+        name: changes.get(name, getattr(api_key, name))
+        for name in ("max_budget", "budget_period", "budget_soft_percent", "tpm", "max_parallel")
+    }
+    limits_check(**merged)
+    if "allowed_models" in changes:
+        allowed = sorted(set(changes["allowed_models"]))
+        known = set(CatalogModel.objects.filter(model_id__in=allowed).values_list("model_id", flat=True))
+        if set(allowed) - known:
+            raise ValidationError({"allowed_models": f"Unknown model '{sorted(set(allowed) - known)[0]}'."})
+        changes["allowed_models"] = allowed
+    if "name" in changes:
+        changes["name"] = changes["name"].strip() or "Unnamed key"
+    for name, value in changes.items():
+        setattr(api_key, name, value)
+    api_key.save(update_fields=list(changes))
+    return api_key

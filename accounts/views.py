@@ -1,20 +1,82 @@
 """The dashboard: API keys and usage (server-rendered, session login)."""
 
+import functools
 from datetime import timedelta
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
+from django_ratelimit.core import get_usage
 
 from accounts.forms import ApiKeyCreateForm, UsageFilterForm
 from accounts.models import ApiKey
 from accounts.services import api_key_create, api_key_revoke
+from billing.selectors import keys_with_budget_spend
 from inference.models import UsageRecord
 from inference.selectors import usage_by_model, usage_for_user, usage_totals
+
+# --- Login, throttled ----------------------------------------------------------------------------
+
+LOGIN_FAILURES_PER_MINUTE = 10
+
+
+def _login_username(group: str, request) -> str:
+    return request.POST.get("username", "").strip().lower()[:150]
+
+
+def _login_failures(request, *, increment: bool) -> int | None:
+    """Seconds until the caller may try again when the IP or the username has failed too often
+    this minute (counting this failure if ``increment``), else None. django-ratelimit counts."""
+    rate = f"{LOGIN_FAILURES_PER_MINUTE}/m"
+    keys = ["ip"] + (["accounts.views._login_username"] if _login_username("", request) else [])
+    wait = None
+    for key in keys:
+        usage = get_usage(request, group=f"login-failures-{key}", key=key, rate=rate, increment=increment)
+        if usage is not None and usage["count"] >= usage["limit"]:
+            wait = max(wait or 0, usage["time_left"], 1)
+    return wait
+
+
+def throttle_login_failures(view):
+    """Wrap a login view: after 10 failed logins a minute from an IP or for a username, answer 429
+    (even to the right password) until the minute is over."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method == "POST":
+            wait = _login_failures(request, increment=False)
+            if wait is not None:
+                response = render(
+                    request,
+                    "registration/login_throttled.html",
+                    {"retry_after": wait, "retry_at": timezone.now() + timedelta(seconds=wait)},
+                    status=429,
+                )
+                response["Retry-After"] = str(wait)
+                return response
+        response = view(request, *args, **kwargs)
+        # A failed login shows the form again (200); a successful one redirects.
+        if request.method == "POST" and response.status_code == 200 and not request.user.is_authenticated:
+            _login_failures(request, increment=True)
+        return response
+
+    return wrapper
+
+
+class ThrottledLoginView(auth_views.LoginView):
+    """Django's login view, with failed attempts throttled per IP and per username."""
+
+    @classmethod
+    def as_view(cls, **initkwargs):
+        return throttle_login_failures(super().as_view(**initkwargs))
+
+
+# --- API keys ------------------------------------------------------------------------------------
 
 
 def _get_key_for_user(request, key_id: int) -> ApiKey:
@@ -43,12 +105,16 @@ def keys_list(request):
                     rpm=form.cleaned_data["rpm"],
                     expires_at=form.cleaned_data["expires_at"],
                     allowed_models=form.cleaned_data["allowed_models"],
+                    max_budget=form.cleaned_data["max_budget"],
+                    budget_period=form.cleaned_data["budget_period"],
+                    tpm=form.cleaned_data["tpm"],
+                    max_parallel=form.cleaned_data["max_parallel"],
                 )
             except ValidationError as error:
                 form.add_error(None, error)
             else:
                 form = ApiKeyCreateForm()
-    keys = request.user.api_keys.all()
+    keys = keys_with_budget_spend(request.user.api_keys.all())
     # The new key is rendered in this response only: it is never stored, so it cannot be shown again.
     response = render(
         request,

@@ -1,12 +1,17 @@
-"""A private GPU Cloud platform for the benchmarks: Daphne and GPU workers that join with a join token.
+"""A private GPU Cloud platform for the benchmarks: Daphne and GPU nodes that join with a join token.
 
 The benchmarks never touch the development data: they force ``GPUCLOUD_VAR_DIR=var/bench``, so the
 SQLite database is ``var/bench/db.sqlite3`` (recreated on every run), the embedded Redis lives in
 ``var/bench/redis/`` and the processes' logs go to ``var/bench/logs/`` (unless ``DATABASE_URL`` /
 ``REDIS_URL`` are set, which are then used as they are).
 
+GPU nodes start as on a machine outside the server: ``python -m gpunode --server URL``, the join
+token in ``GPUCLOUD_JOIN_TOKEN``, a fresh ``--state-dir`` each (under a temporary directory removed
+on exit), and an environment without the server's settings (no ``DATABASE_URL``, ``REDIS_URL``,
+``SECRET_KEY``…): they speak only the node protocol over their WebSocket.
+
     with embedded_redis_running():          # starts the embedded Redis if REDIS_URL is unset
-        with Platform(workers=2) as platform:  # Daphne first, then workers with --server/--token
+        with Platform(workers=2) as platform:  # Daphne first, then nodes (python -m gpunode)
             ...                                 # platform.url, platform.key, platform.start_worker()
 
 :func:`embedded_redis_running` stops the Redis server only if it started it, and :class:`Platform`
@@ -21,10 +26,12 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -38,6 +45,15 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var" / "bench"
 LOG_DIR = VAR_DIR / "logs"
 MODELS = ("llama-3.1-8b-instruct", "mistral-7b-instruct-v0.3", "qwen2.5-72b-instruct")
+# The server's configuration, which a GPU node never gets (as in runplatform and the tests).
+SERVER_ONLY_VARIABLES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SECRET_KEY",
+    "API_KEY_HASH_SECRET",
+    "DJANGO_SETTINGS_MODULE",
+    "GPUCLOUD_VAR_DIR",
+)
 
 
 def setup_django() -> None:
@@ -116,7 +132,8 @@ def prepare(label: str) -> tuple[str, str]:
 
     call_command("migrate", interactive=False, verbosity=0)
     demo_catalog_ensure()
-    user, _ = get_user_model().objects.get_or_create(username="bench")
+    # Staff: the key's limit may go past API_KEY_MAX_RPM (the benchmark must never hit it).
+    user, _ = get_user_model().objects.update_or_create(username="bench", defaults={"is_staff": True})
     scopes = (ApiKey.Scope.INFERENCE, ApiKey.Scope.MANAGEMENT)
     _, key = api_key_create(user=user, name=label, scopes=scopes, rpm=10_000_000)
     _, token = join_token_create(name=label, created_by=user)
@@ -132,7 +149,7 @@ def queue_names(models: Iterable[str]) -> list[str]:
 
 @dataclass
 class Worker:
-    """A ``gpuworker`` process; ``node`` is its fleet name (the name given plus ``-<id>``)."""
+    """A GPU node process (``python -m gpunode``); ``node`` is its fleet name (the name given plus ``-<id>``)."""
 
     name: str
     process: subprocess.Popen
@@ -149,12 +166,13 @@ class PlatformError(RuntimeError):
 
 
 class Platform:
-    """Daphne on a free port of 127.0.0.1, then ``workers`` GPU workers joined with a join token.
+    """Daphne on a free port of 127.0.0.1, then ``workers`` GPU nodes joined with a join token.
 
-    ``instant`` sets SIMULATED_ENGINE_INSTANT for the processes (the workers run the engine).
-    Entering waits for /health 200 and for every worker to be online and consuming the queues of
-    ``models``; leaving sends SIGTERM to every child still running (workers first), waits, then
-    kills what is left.
+    ``instant`` sets SIMULATED_ENGINE_INSTANT in the nodes' environment (the node runs the engine
+    and reads it from its own environment). ``env`` is added to every process's environment,
+    ``node_env`` to the nodes' only. Entering waits for /health 200 and for every node to be online
+    and serving the queues of ``models``; leaving sends SIGTERM to every child still running (nodes
+    first), waits, then kills what is left, and removes the nodes' state directories.
     """
 
     def __init__(
@@ -166,6 +184,7 @@ class Platform:
         models: Iterable[str] = MODELS,
         label: str = "bench",
         env: dict[str, str] | None = None,
+        node_env: dict[str, str] | None = None,
         ready_timeout: float = 90,
     ) -> None:
         self.initial_workers = workers
@@ -174,6 +193,8 @@ class Platform:
         self.models = tuple(models)
         self.label = f"{label}-{secrets.token_hex(2)}"
         self.extra_env = env or {}
+        self.extra_node_env = node_env or {}
+        self.state_root: Path | None = None
         self.ready_timeout = ready_timeout
         self.url = ""
         self.key = ""
@@ -211,14 +232,15 @@ class Platform:
             "GPUCLOUD_VAR_DIR": str(VAR_DIR),
             "REDIS_URL": settings.REDIS_URL,
             "LOG_LEVEL": "WARNING",
-            "SIMULATED_ENGINE_INSTANT": "true" if self.instant else "false",
             **self.extra_env,
         }
+        self.state_root = Path(tempfile.mkdtemp(prefix=f"{self.label}-nodes-"))
         self._client = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=10, trust_env=False
         )
-        daphne = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "-v", "0"]
-        self.daphne = self._spawn([*daphne, "gpucloud.asgi:application"], self.daphne_log)
+        from gpucloud.daphne import command as daphne_command
+
+        self.daphne = self._spawn(daphne_command("127.0.0.1", port, "-v", "0"), self.daphne_log)
         self._wait(self._daphne_answers, 30, "Daphne to answer /health")
         for _ in range(self.initial_workers):
             self.start_worker()
@@ -242,14 +264,17 @@ class Platform:
         for log in self._logs:
             log.close()
         self._logs.clear()
+        if self.state_root is not None:
+            shutil.rmtree(self.state_root, ignore_errors=True)
+            self.state_root = None
 
-    def _spawn(self, command: list[str], log_path: Path) -> subprocess.Popen:
+    def _spawn(self, command: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(log_path, "ab")  # noqa: SIM115 -- closed in close()
         self._logs.append(log)
         # A session of their own: a Ctrl-C reaches the benchmark, which stops them in order.
         return subprocess.Popen(
             command,
-            env=self.env,
+            env=self.env if env is None else env,
             cwd=BASE_DIR,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -259,22 +284,38 @@ class Platform:
 
     # --- workers --------------------------------------------------------------------------
 
-    def start_worker(self, name: str | None = None, slots: int | None = None, *args: str) -> Worker:
-        """Start one more worker (not waited for: see :meth:`wait_ready`); ``args`` go to gpuworker."""
+    def node_environment(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """A node's environment: this process's, less the server's settings, plus the join token."""
+        return {
+            **{k: v for k, v in os.environ.items() if k not in SERVER_ONLY_VARIABLES},
+            "LOG_LEVEL": "WARNING",
+            "SIMULATED_ENGINE_INSTANT": "true" if self.instant else "false",
+            "GPUCLOUD_JOIN_TOKEN": self.join_token,
+            **self.extra_node_env,
+            **(env or {}),
+        }
+
+    def start_worker(
+        self, name: str | None = None, slots: int | None = None, *args: str, env: dict[str, str] | None = None
+    ) -> Worker:
+        """Start one more node (not waited for: see :meth:`wait_ready`) with a fresh state directory;
+        ``args`` go to ``python -m gpunode``, ``env`` to its environment."""
+        assert self.state_root is not None, "the platform is not started"
         name = name or f"{self.label}-w{len(self.workers)}"
         log_path = LOG_DIR / f"{name}.log"
         command = [
             sys.executable,
-            str(BASE_DIR / "manage.py"),
-            "gpuworker",
+            "-m",
+            "gpunode",
             f"--server={self.url}",
-            f"--token={self.join_token}",
             f"--name={name}",
             f"--slots={slots or self.slots}",
+            f"--state-dir={self.state_root / name}",
             "--loglevel=WARNING",
             *args,
         ]
-        worker = Worker(name=name, process=self._spawn(command, log_path), log=log_path)
+        process = self._spawn(command, log_path, env=self.node_environment(env))
+        worker = Worker(name=name, process=process, log=log_path)
         self.workers.append(worker)
         return worker
 
@@ -366,7 +407,7 @@ class Platform:
         raise PlatformError(f"Timed out after {timeout:.0f}s waiting for {what}{last_error}; logs in {LOG_DIR}")
 
     def warm_up(self, model: str = MODELS[0], attempts: int = 20) -> None:
-        """Send small chat requests until one succeeds (connections, caches, the worker's first task)."""
+        """Send small chat requests until one succeeds (connections, caches, the node's first job)."""
         body = {"model": model, "messages": [{"role": "user", "content": "warm up"}], "max_tokens": 4}
         last = ""
         for _ in range(attempts):

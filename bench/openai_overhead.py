@@ -1,11 +1,11 @@
 """Benchmark what the "openai" engine adds: the same requests straight to an upstream server and
 through a GPU Cloud deployment that forwards to it, side by side.
 
-Starts a private platform (bench/harness.py) whose simulated worker serves llama-3.1-8b-instruct:
+Starts a private platform (bench/harness.py) whose simulated node serves llama-3.1-8b-instruct:
 that platform's own /v1 is the upstream. On the same platform it creates a second model,
 ``llama-via-openai``, deployed with the "openai" engine pointing at that /v1, and starts a second
-worker with ``--engine openai`` to serve it. A request to ``llama-via-openai`` therefore makes the
-whole trip twice (gateway → openai worker → upstream gateway → simulated worker), so the
+node with ``--engine openai`` to serve it. A request to ``llama-via-openai`` therefore makes the
+whole trip twice (gateway → openai node → upstream gateway → simulated node), so the
 difference between the two columns is the cost of one extra hop through the platform plus the
 engine's forwarding.
 
@@ -46,6 +46,9 @@ from bench.harness import (
 UPSTREAM_MODEL = "llama-3.1-8b-instruct"
 VIA_MODEL = "llama-via-openai"
 VIA_DEPLOYMENT = "llama-via-openai"
+# The upstream's API key stays on the openai node: the deployment names this variable
+# (engine_config.api_key_env), which that node's operator allows in GPUCLOUD_ENGINE_ENV_ALLOW.
+UPSTREAM_KEY_ENV = "BENCH_UPSTREAM_API_KEY"
 PROMPT = [{"role": "user", "content": "Explain in a few sentences how a GPU cloud serves a model."}]
 
 
@@ -131,14 +134,16 @@ def setup_openai_deployment(platform: Platform) -> None:
             "default_engine": "openai",
         },
     )
-    config = {"base_url": f"{platform.url}/v1", "api_key": platform.key, "model": UPSTREAM_MODEL}
+    config = {"base_url": f"{platform.url}/v1", "api_key_env": UPSTREAM_KEY_ENV, "model": UPSTREAM_MODEL}
     Deployment.objects.filter(name=VIA_DEPLOYMENT).delete()
     deployment_create(name=VIA_DEPLOYMENT, model=model, engine="openai", engine_config=config)
 
 
 def start_openai_worker(platform: Platform) -> None:
-    """A worker that joins with ``--engine openai`` (the harness starts simulated ones)."""
-    worker = platform.start_worker(f"{platform.label}-openai", None, "--engine=openai")
+    """A node that joins with ``--engine openai`` (the harness starts simulated ones), holding the
+    upstream's API key in its own environment."""
+    env = {UPSTREAM_KEY_ENV: platform.key, "GPUCLOUD_ENGINE_ENV_ALLOW": UPSTREAM_KEY_ENV}
+    worker = platform.start_worker(f"{platform.label}-openai", None, "--engine=openai", env=env)
     log = worker.log
     queue = f"deployment.{VIA_DEPLOYMENT}"
 

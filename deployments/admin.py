@@ -1,4 +1,6 @@
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 
 from deployments import placement, services
@@ -16,12 +18,32 @@ class ModelAliasInline(admin.TabularInline):
     extra = 1
 
 
+class DeploymentAdminForm(forms.ModelForm):
+    """Checks the service's rules (services.deployment_rules) with the model's, so that a refused
+    value is an error on the form, not a failure when saving through the service."""
+
+    def _post_clean(self):
+        super()._post_clean()
+        try:
+            services.deployment_rules(self.instance)
+        except ValidationError as error:
+            self._update_errors(error)
+
+
 class DeploymentInline(admin.TabularInline):
+    """A model's deployments: scaled here through services.deployment_update; created on the
+    Deployments page (services.deployment_create)."""
+
     model = Deployment
+    form = DeploymentAdminForm
     extra = 0
     fields = ["name", "engine", "gpu_profile", "replicas", "status"]
-    # Placement sets the status; the model's page reconciles after saving (see save_related).
-    readonly_fields = ["status"]
+    # The service refuses a new name or engine (that is a new deployment); placement sets the status.
+    readonly_fields = ["name", "engine", "status"]
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(CatalogModel)
@@ -40,9 +62,25 @@ class CatalogModelAdmin(admin.ModelAdmin):
     search_fields = ["model_id", "family", "aliases__alias"]
     inlines = [ModelAliasInline, DeploymentInline]
 
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not Deployment:
+            return super().save_formset(request, form, formset, change)
+        # The deployments inline saves through the service, like every other write of a deployment.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for inline_form in formset.initial_forms:
+            if inline_form in formset.deleted_forms:
+                services.deployment_delete(deployment=inline_form.instance)
+                formset.deleted_objects.append(inline_form.instance)
+                continue
+            changes = {n: inline_form.cleaned_data[n] for n in inline_form.changed_data if n in services.UPDATABLE}
+            if changes:
+                deployment = Deployment.objects.get(pk=inline_form.instance.pk)
+                services.deployment_update(deployment=deployment, **changes)
+                formset.changed_objects.append((inline_form.instance, list(changes)))
+
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
-        placement.reconcile()  # deployments added or scaled in the inline, or a new memory need
+        placement.reconcile()  # a new memory need
 
 
 class ReplicaInline(admin.TabularInline):
@@ -89,6 +127,7 @@ class DeploymentAdmin(admin.ModelAdmin):
     ]
     # Placement writes the status; operators stop and start deployments with the actions.
     readonly_fields = ["status", "status_reason"]
+    form = DeploymentAdminForm
     inlines = [ReplicaInline]
     actions = ["stop", "start"]
 
@@ -100,8 +139,18 @@ class DeploymentAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if not change:
-            super().save_model(request, obj, form, change)
-            placement.reconcile()
+            created = services.deployment_create(
+                name=obj.name,
+                model=obj.model,
+                replicas=obj.replicas,
+                engine=obj.engine,
+                engine_config=obj.engine_config,
+                precision=obj.precision,
+                gpu_profile=obj.gpu_profile,
+                placement_strategy=obj.placement,
+            )
+            obj.pk = created.pk  # the admin redirects to the new row's page
+            obj.refresh_from_db()
             return
         # Through the service, which also reloads the replicas when the precision or engine settings change.
         changes = {name: form.cleaned_data[name] for name in form.changed_data if name in services.UPDATABLE}

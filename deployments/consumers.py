@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
+from redis.exceptions import RedisError
 
 from deployments.fleet import (
     Refused,
@@ -34,6 +37,10 @@ from nodeprotocol import (
 from nodeprotocol import VERSION as PROTOCOL_VERSION
 
 logger = logging.getLogger(__name__)
+
+
+# "Try again later": a node reconnects after its backoff.
+CLOSE_TRY_AGAIN = 1013
 
 
 def _int_or_none(value: str) -> int | None:
@@ -70,8 +77,13 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
         except Refused as refusal:
             await self.refuse(str(refusal))
             return
+        try:
+            await self.channel_layer.group_add(node_group(node.pk), self.channel_name)
+        except RedisError:
+            # Without the group, revoking the node could not reach this socket: let it retry.
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return
         self.node_id, self.node_name = node.pk, node.name
-        await self.channel_layer.group_add(node_group(node.pk), self.channel_name)
         self.dispatcher = NodeDispatcher(
             node_name=node.name,
             channel_layer=self.channel_layer,
@@ -119,8 +131,15 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
         except Refused as refusal:
             await self.refuse(str(refusal))
             return
+        except DatabaseError as error:
+            # The database is briefly unreachable: keep the socket, the next heartbeat tries again.
+            logger.warning("Could not record a heartbeat of %s: %s", self.node_name, error)
+            return
         self.dispatcher.update(slots=telemetry["slots"], draining=telemetry["draining"], serving=serving)
-        await self.dispatcher.renew_leases()
+        try:
+            await self.dispatcher.renew_leases()
+        except RedisError as error:
+            logger.warning("Could not renew the leases of %s's jobs: %s", self.node_name, error)
         if sorted(telemetry["replicas"]) != sorted(str(r["id"]) for r in assignment):
             await self.send_json({"type": ASSIGN, "replicas": assignment})
 
@@ -136,7 +155,8 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code):
         if self.node_id is None:
             return
-        await self.channel_layer.group_discard(node_group(self.node_id), self.channel_name)
+        with contextlib.suppress(RedisError):
+            await self.channel_layer.group_discard(node_group(self.node_id), self.channel_name)
         # Its jobs go elsewhere at once, then the node is offline, then the last pop is settled.
         await self.dispatcher.close()
         await database_sync_to_async(node_disconnected)(self.node_id, left=self.leaving)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from deployments import placement
 from deployments.models import JoinToken, Replica, WorkerNode
 from deployments.presence import worker_gone, worker_seen
 from gpucloud.credentials import matches, new_credential, split_credential
 from nodeprotocol import version_refusal
+
+logger = logging.getLogger(__name__)
 
 JOIN_TOKEN_KIND = "gpcj"
 NODE_CREDENTIAL_KIND = "gpcn"
@@ -208,11 +213,14 @@ def node_heartbeat(node_id: int, message: dict) -> tuple[list[dict], dict[str, i
     WorkerNode.objects.filter(pk=node_id).update(
         status=status, last_heartbeat_at=timezone.now(), telemetry=telemetry, slots=telemetry["slots"]
     )
-    worker_seen(node.name)
-    if _record_replica_states(node, telemetry["replicas"]) or node.status != status:
-        placement.reconcile()
-    else:
-        placement.reconcile_soon()
+    changed = _record_replica_states(node, telemetry["replicas"]) or node.status != status
+    try:
+        worker_seen(node.name)
+        placement.reconcile() if changed else placement.reconcile_soon()
+    except RedisError as error:
+        # Redis is down: the heartbeat is on record in the database (so the node stays online and
+        # keeps its replicas), and placement runs again with the next heartbeat after Redis is back.
+        logger.warning("Heartbeat of %s recorded without presence or placement: %s", node.name, error)
     assignment = node_assignment(node)
     serving = serving_queues(assignment, telemetry["replicas"]) if status == WorkerNode.Status.ONLINE else {}
     # The queues the platform pulls for this node, as the fleet pages show them.
@@ -224,7 +232,10 @@ def node_disconnected(node_id: int, *, left: bool) -> None:
     node = WorkerNode.objects.filter(pk=node_id).first()
     if node is None:
         return
-    worker_gone(node.name)
     status = WorkerNode.Status.LEFT if left else WorkerNode.Status.OFFLINE
     WorkerNode.objects.filter(pk=node_id).update(status=status)
-    placement.reconcile()  # its replicas go elsewhere
+    try:
+        worker_gone(node.name)
+        placement.reconcile()  # its replicas go elsewhere
+    except RedisError as error:  # the next reconcile, after Redis is back, moves them
+        logger.warning("Node %s left while Redis is unreachable: %s", node.name, error)

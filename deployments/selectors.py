@@ -19,6 +19,17 @@ def servable_models() -> QuerySet[CatalogModel]:
     return CatalogModel.objects.filter(deployments__in=serving_deployments()).distinct()
 
 
+def model_readiness() -> dict[str, bool]:
+    """Every deployed catalog model (not stopped) and whether a replica of it is serving now."""
+    serving = set(servable_models().values_list("model_id", flat=True))
+    deployed = (
+        Deployment.objects.exclude(status__in=[Deployment.Status.STOPPED, Deployment.Status.STOPPING])
+        .values_list("model__model_id", flat=True)
+        .distinct()
+    )
+    return {model_id: model_id in serving for model_id in sorted(deployed)}
+
+
 def resolve_model(name: str) -> CatalogModel | None:
     """The catalog model a client means by ``name``: its id or one of its aliases."""
     return (
@@ -36,17 +47,10 @@ def running_deployment_for(name: str) -> tuple[CatalogModel | None, Deployment |
 
 
 def queue_depth(queue_name: str) -> int:
-    """Requests waiting in a deployment's queue, over all its priority lists."""
-    from django.conf import settings
+    """Requests waiting in a deployment's queues, over every account and priority."""
+    from inference.jobqueue import waiting
 
-    from gpucloud.redis_client import get_redis
-
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    keys = [queue_name if p == 0 else f"{queue_name}{options['sep']}{p}" for p in options["priority_steps"]]
-    pipe = get_redis().pipeline()
-    for key in keys:
-        pipe.llen(key)
-    return sum(pipe.execute())
+    return waiting(queue_name)
 
 
 def queue_depths() -> list[dict]:

@@ -111,11 +111,46 @@ def demo_embeddings_ensure() -> Deployment:
     return deployment
 
 
+MAX_REPLICAS = 64
+# Keys of engine_config that would hold a secret: the config is stored in the database and sent to
+# nodes. A node reads its upstream's key from an environment variable named by "api_key_env".
+SECRET_CONFIG_KEYS = ("api_key",)
+
+
+def deployment_rules(deployment: Deployment) -> None:
+    """The rules a deployment obeys beyond its model's field types, for every write path (the API,
+    the dashboard's forms and the admin, which check them before saving too); raises a
+    ValidationError by field."""
+    errors: dict[str, list[str]] = {}
+    config = deployment.engine_config
+    if not isinstance(config, dict):
+        errors["engine_config"] = ['engine_config must be a JSON object, e.g. {"model": "..."}; use {} for none.']
+    else:
+        for key in SECRET_CONFIG_KEYS:
+            if key in config:
+                errors["engine_config"] = [
+                    f"Do not put '{key}' in engine_config: it would be stored and sent to nodes. Set "
+                    f"'{key}_env' to the name of an environment variable on the node that holds it."
+                ]
+    if isinstance(deployment.replicas, int) and deployment.replicas > MAX_REPLICAS:
+        errors["replicas"] = [f"At most {MAX_REPLICAS} replicas."]
+    if errors:
+        raise ValidationError(errors)
+
+
 def _validate(deployment: Deployment) -> None:
+    errors: dict[str, list[str]] = {}
     try:
         deployment.full_clean(exclude=["model"] if deployment.model_id else None)
     except ValidationError as error:
-        raise ValidationError(error.message_dict) from None
+        errors = error.message_dict
+    try:
+        deployment_rules(deployment)
+    except ValidationError as error:
+        for field_name, messages in error.message_dict.items():
+            errors.setdefault(field_name, []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
 
 
 def deployment_create(
@@ -135,7 +170,7 @@ def deployment_create(
         model=model,
         replicas=replicas,
         engine=engine or model.default_engine,
-        engine_config=engine_config or {},
+        engine_config={} if engine_config is None else engine_config,
         precision=precision,
         gpu_profile=gpu_profile,
         placement=placement_strategy,

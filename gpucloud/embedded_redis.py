@@ -24,6 +24,10 @@ def _responds(url: str) -> bool:
         return False
 
 
+def is_running(directory: Path) -> bool:
+    return _responds(f"unix://{directory / 'redis.sock'}")
+
+
 def ensure_running(directory: Path) -> str:
     """Return the ``unix://`` URL of the embedded Redis in ``directory``, starting it if needed."""
     directory.mkdir(parents=True, exist_ok=True)

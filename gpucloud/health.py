@@ -1,9 +1,15 @@
-"""``GET /health``: 200 when the database, Redis and at least one GPU worker are up, else 503."""
+"""``GET /health``: liveness (database, Redis, at least one GPU node) and, apart, per-model readiness.
+
+The status code answers "is the platform up?": 200 when the database, Redis and at least one GPU
+node are, else 503. ``models`` answers "can model X be served right now?" for every deployed
+model, without changing the status: a model still loading does not make the platform unhealthy.
+"""
 
 from django.db import connection
 from django.http import JsonResponse
 
 from deployments.presence import live_workers
+from deployments.selectors import model_readiness
 from gpucloud.redis_client import get_redis
 
 
@@ -25,5 +31,10 @@ def health(request):
         checks["workers"] = {"ok": bool(workers), "count": len(workers), "names": workers}
     except Exception as error:
         checks["workers"] = {"ok": False, "count": 0, "error": type(error).__name__}
-    ready = all(check["ok"] for check in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    try:
+        models = model_readiness() if checks["database"]["ok"] else {}
+    except Exception:
+        models = {}
+    live = all(check["ok"] for check in checks.values())
+    body = {"status": "ok" if live else "unavailable", "checks": checks, "models": models}
+    return JsonResponse(body, status=200 if live else 503)

@@ -7,10 +7,13 @@ and Django's cache.
 """
 
 import os
+import secrets
 import sys
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("GPUCLOUD_VAR_DIR", BASE_DIR / "var"))
@@ -38,12 +41,73 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def generated_secret_key(path: Path) -> str:
+    """A secret key made once and kept in ``path`` (mode 0600), so sessions and API keys outlive a
+    restart. Written to a temporary file and linked into place: concurrent starts agree on one."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_urlsafe(50))
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass  # another process won the race: use its key
+    finally:
+        temporary.unlink()
+    return path.read_text().strip()
+
+
 # The development secret is public; a system check (gpucloud.checks) refuses it with DEBUG off.
 DEVELOPMENT_SECRET_KEY = "django-insecure-gpucloud-development-key-do-not-use-in-production"
-SECRET_KEY = os.environ.get("SECRET_KEY") or DEVELOPMENT_SECRET_KEY
-DEBUG = envbool("DEBUG", True)
+# Unset: a key generated once in var/secret_key. Every web process that shares a database must
+# share the key (API keys are hashed with it), so set it when they run on several machines.
+SECRET_KEY = os.environ.get("SECRET_KEY") or generated_secret_key(VAR_DIR / "secret_key")
+DEBUG = envbool("DEBUG", False)
 ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+# A JSON 403 under /v1 and /api, Django's page elsewhere.
+CSRF_FAILURE_VIEW = "gpucloud.views.csrf_failure"
+
+# --- HTTPS and browser security -------------------------------------------------------------
+
+# HTTPS=true when the site is served over HTTPS (directly or behind a TLS proxy): with DEBUG off
+# this turns on the SSL redirect, HSTS and Secure cookies, each of which can be set on its own.
+HTTPS = envbool("HTTPS", False)
+_SECURE = HTTPS and not DEBUG
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", _SECURE)
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 365 * 24 * 3600 if _SECURE else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", _SECURE)
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", _SECURE)
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", _SECURE)
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", _SECURE)
+# Behind a proxy that terminates TLS and sets X-Forwarded-Proto (otherwise the redirect loops).
+if envbool("SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# The dashboard loads only its own scripts, styles and images, and no page may frame it.
+# CSP=report-only sends the policy without enforcing it; CSP=off sends none.
+_CSP_MODE = os.environ.get("CSP", "enforce").strip().lower()
+if _CSP_MODE not in {"enforce", "report-only", "off"}:
+    raise ImproperlyConfigured(f"CSP must be enforce, report-only or off, not {_CSP_MODE!r}.")
+_CSP_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],  # 'self' covers the dashboard's WebSocket (ws: and wss: on this host)
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+CONTENT_SECURITY_POLICY = _CSP_POLICY if _CSP_MODE == "enforce" else None
+CONTENT_SECURITY_POLICY_REPORT_ONLY = _CSP_POLICY if _CSP_MODE == "report-only" else None
 
 INSTALLED_APPS = [
     "daphne",
@@ -56,15 +120,19 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "channels",
+    "csp",
     "gpucloud.apps.GpuCloudConfig",
     "accounts",
     "deployments",
     "inference",
+    "billing",
 ]
 
 MIDDLEWARE = [
     "gpucloud.middleware.RequestIdMiddleware",
+    "gpucloud.middleware.ApiRequestGuardMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -131,12 +199,15 @@ CACHES = {
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        # channels_redis, waiting out a Redis outage in receive() rather than dropping sockets.
+        "BACKEND": "gpucloud.channel_layer.ResilientRedisChannelLayer",
         "CONFIG": {
             "hosts": [REDIS_URL],
             "prefix": "gpucloud.asgi",
-            # A reply channel carries one request's output; give slow readers room.
-            "capacity": 2000,
+            # Every reply channel of a web process lives in one Redis list (channels_redis's
+            # "specific" channels), so this bounds all of a process's streams together: room for
+            # thousands. Past it, a dispatcher waits (backpressure), it never drops output.
+            "capacity": envint("CHANNEL_LAYER_CAPACITY", 100_000),
             "expiry": 120,
         },
     }
@@ -171,6 +242,8 @@ LOGOUT_REDIRECT_URL = "login"
 # The secret for the keyed hash of API keys; rotate only together with every key.
 API_KEY_HASH_SECRET = os.environ.get("API_KEY_HASH_SECRET") or SECRET_KEY
 API_KEY_DEFAULT_RPM = envint("API_KEY_DEFAULT_RPM", 60)
+# The highest limit a user may give their own key; staff raise keys above it (admin).
+API_KEY_MAX_RPM = envint("API_KEY_MAX_RPM", 600)
 
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_ENABLE = envbool("RATELIMIT_ENABLE", True)
@@ -187,6 +260,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["accounts.drf.HasManagementScope"],
     "EXCEPTION_HANDLER": "gpucloud.openai_errors.drf_exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON only, bounded like the OpenAI API's bodies (depth, size, numbers, strings).
+    "DEFAULT_PARSER_CLASSES": ["gpucloud.jsonbody.BoundedJSONParser"],
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -198,16 +273,29 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1024 * 
 # How long a request waits for a worker to pick it up, and for each next piece of output.
 INFERENCE_QUEUE_TIMEOUT = envfloat("INFERENCE_QUEUE_TIMEOUT", 30.0)
 INFERENCE_STREAM_TIMEOUT = envfloat("INFERENCE_STREAM_TIMEOUT", 60.0)
-# Make the simulated engine produce tokens without pacing (benchmarks of the gateway itself).
-SIMULATED_ENGINE_INSTANT = envbool("SIMULATED_ENGINE_INSTANT", False)
-# GPU workers heartbeat over /ws/workers/ this often; one silent for WORKER_OFFLINE_AFTER seconds
-# is offline, and the requests it was running are dispatched again.
+# GPU nodes heartbeat over /ws/workers/ this often; one silent for WORKER_OFFLINE_AFTER seconds
+# is offline, and the requests it was running are dispatched again. (The simulated engine's
+# SIMULATED_ENGINE_INSTANT is read by the node from its own environment.)
 WORKER_HEARTBEAT_INTERVAL = envfloat("WORKER_HEARTBEAT_INTERVAL", 1.0)
 WORKER_OFFLINE_AFTER = envfloat("WORKER_OFFLINE_AFTER", 3.0)
-# The Redis URL handed to nodes that join (default: REDIS_URL as this server sees it).
-WORKER_REDIS_URL = os.environ.get("WORKER_REDIS_URL") or REDIS_URL
 # How often a request whose worker died is dispatched again before it fails.
 INFERENCE_MAX_ATTEMPTS = envint("INFERENCE_MAX_ATTEMPTS", 3)
+# The most one request may generate: n x prompts x max_tokens (400 above it; the default max_tokens
+# is cut to fit).
+MAX_GENERATED_TOKENS_PER_REQUEST = envint("MAX_GENERATED_TOKENS_PER_REQUEST", 32768)
+
+# --- Billing --------------------------------------------------------------------------------
+
+# Credits (USD, a decimal string) every new account gets, the demo admin included; 0 for none.
+SIGNUP_CREDIT_USD = os.environ.get("SIGNUP_CREDIT_USD") or "5.00"
+# Below this balance (USD) the Billing page shows a low-balance banner.
+BILLING_LOW_BALANCE_USD = os.environ.get("BILLING_LOW_BALANCE_USD") or "1.00"
+# Admission checks and reserves balance, budgets and token limits in Redis (off: benchmarks only).
+BILLING_ENABLED = envbool("BILLING_ENABLED", True)
+# A reservation not settled within this many seconds expires and frees what it held.
+BILLING_RESERVATION_TTL = envfloat("BILLING_RESERVATION_TTL", 900.0)
+# The derived billing state in Redis is reloaded from the database at least this often (seconds).
+BILLING_STATE_TTL = envfloat("BILLING_STATE_TTL", 300.0)
 
 # --- Internationalisation and static files --------------------------------------------------
 

@@ -2,22 +2,30 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path, re_path
 
+from accounts import views as account_views
 from gpucloud.health import health
 from gpucloud.views import api_not_found
 
 urlpatterns = [
     path("", include("accounts.urls")),
     path("fleet/", include("deployments.urls")),
-    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("", include("billing.urls")),
+    path("login/", account_views.ThrottledLoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # The admin's own login form is throttled like the dashboard's.
+    path("admin/login/", account_views.throttle_login_failures(admin.site.login)),
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
     path("v1/", include("inference.urls")),
     path("api/", include("inference.api_urls")),
     path("api/", include("deployments.api_urls")),
+    path("api/", include("billing.api_urls")),
+    path("api/", include("accounts.api_urls")),
     # Unknown API URLs get the OpenAI error shape, with DEBUG on or off.
     re_path(r"^(v1|api)/", api_not_found),
 ]
 
+handler400 = "gpucloud.views.bad_request"
+handler403 = "gpucloud.views.permission_denied"
 handler404 = "gpucloud.views.not_found"
 handler500 = "gpucloud.views.server_error"

@@ -22,7 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
+from channels.exceptions import ChannelFull
 from django.conf import settings
+from redis.exceptions import RedisError
 
 from inference import jobqueue, replies
 from nodeprotocol import (
@@ -41,6 +43,8 @@ from nodeprotocol import (
 logger = logging.getLogger(__name__)
 
 POP_TIMEOUT_SECONDS = 1
+# How long a relay waits, step by step, for room in a web process's reply channels (~30 s in all).
+BACKPRESSURE_SECONDS = (0.01, 0.02, 0.05, 0.1, 0.2) + (0.5,) * 58
 ERROR_STATUSES = frozenset({400, 404, 408, 413, 422, 429, 500, 502, 503, 504})
 ERROR_CODE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MESSAGE_LIMIT = 1000
@@ -93,6 +97,7 @@ class NodeDispatcher:
         self._closing = False
         self._puller: asyncio.Task | None = None
         self._redis: aioredis.Redis | None = None
+        self._turn = 0  # accounts take turns: their order rotates on every pop
 
     # --- what the consumer tells it ----------------------------------------------------------
 
@@ -134,7 +139,8 @@ class NodeDispatcher:
         if job is None:
             return
         self._check_capacity()
-        await replies.lease_release(job.queued.request_id, job.queued.attempt)
+        with contextlib.suppress(RedisError):
+            await replies.lease_release(job.queued.request_id, job.queued.attempt)
         await self.send_to_node({"type": CANCEL, "job": job_id})
 
     # --- taking work --------------------------------------------------------------------------
@@ -155,7 +161,9 @@ class NodeDispatcher:
                 self._capacity.clear()
                 continue
             try:
-                popped = await self._redis.brpop(jobqueue.priority_keys(queues), timeout=POP_TIMEOUT_SECONDS)
+                self._turn += 1
+                keys = await jobqueue.take_keys(self._redis, queues, self._turn)
+                popped = await self._redis.brpop(keys, timeout=POP_TIMEOUT_SECONDS)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as error:
                 logger.warning("Job queue unreachable for %s (%s); retrying", self.node_name, error)
                 await asyncio.sleep(1)
@@ -226,6 +234,12 @@ class NodeDispatcher:
                 await self._finish(job, self._error(message))
             else:
                 raise ProtocolViolation(f"unknown message type {kind!r}")
+        except (RedisError, ChannelFull, OSError) as error:
+            # The view cannot be reached (Redis is down): it fails its request on its side; stop the work.
+            logger.warning("Could not relay %s's output for %s: %s", self.node_name, job.queued.request_id, error)
+            self.jobs.pop(job.id, None)
+            self._check_capacity()
+            await self.send_to_node({"type": CANCEL, "job": job.id})
         except ProtocolViolation as violation:
             logger.warning("Node %s broke the protocol on job %s: %s", self.node_name, job.id, violation)
             await self._finish(
@@ -298,7 +312,15 @@ class NodeDispatcher:
         }
 
     async def _reply(self, job: HandedJob, message: dict) -> None:
-        await self.layer.send(job.queued.reply_channel, {**message, "attempt": job.queued.attempt})
+        """Relay to the view; a full channel slows this node's output down rather than failing it."""
+        message = {**message, "attempt": job.queued.attempt}
+        for delay in BACKPRESSURE_SECONDS:
+            try:
+                await self.layer.send(job.queued.reply_channel, message)
+                return
+            except ChannelFull:
+                await asyncio.sleep(delay)
+        await self.layer.send(job.queued.reply_channel, message)
 
     async def _finish(self, job: HandedJob, message: dict) -> None:
         self.jobs.pop(job.id, None)

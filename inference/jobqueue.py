@@ -1,12 +1,14 @@
-"""The deployments' job queues: Celery queues on Redis, one per deployment, with priorities.
+"""The deployments' job queues: Celery queues on Redis, per deployment and account, with priorities.
 
-Views enqueue a job as the Celery task ``inference.job`` on its deployment's queue, with the
-key's priority. No Celery worker executes it: the dispatcher of a node with a free slot pops it
-(:func:`pop`) and hands it to that node over its socket. Popping reads kombu's Redis layout — a
-list per queue and priority step, ``<queue>`` for 0 and ``<queue><sep><step>`` for the others —
-in kombu's own order (every queue's most urgent list first), with BRPOP, as a Celery worker
-would. So a job leaves the queue only for a node that can start it now, and a waiting job stays
-in Redis for whichever node frees a slot first.
+Views enqueue a job as the Celery task ``inference.job`` with the key's priority, on the queue of
+its deployment and account (``deployment.<name>.a<account id>``), and note that queue as active
+for the deployment (a sorted set, by time). No Celery worker executes it: the dispatcher of a node
+with a free slot pops it (:func:`take_keys` then BRPOP) and hands it to that node over its socket.
+Popping reads kombu's Redis layout — a list per queue and priority step, ``<queue>`` for 0 and
+``<queue><sep><step>`` for the others — most urgent priority first, as a Celery worker would; within
+a priority the accounts take turns (the dispatcher rotates their order on every pop), so a burst
+from one account does not queue everyone else behind it. A job leaves the queue only for a node
+that can start it now, and a waiting job stays in Redis for whichever node frees a slot first.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from gpucloud.celery import app
+from gpucloud.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 
 TASK_NAME = "inference.job"
+# Pushed on a deployment's own list when an account starts queueing for it.
+WAKE = b"wake"
 
 
 @dataclass(frozen=True)
@@ -39,9 +45,24 @@ class QueuedJob:
     limits: dict
 
 
+def account_queue(queue: str, account_id: int) -> str:
+    """An account's own queue of a deployment."""
+    return f"{queue}.a{account_id}"
+
+
+def _active_key(queue: str) -> str:
+    return f"gpucloud:active:{queue}"
+
+
+def _active_window() -> float:
+    """How long an account queue counts as active after its last job: longer than any job waits."""
+    return settings.INFERENCE_QUEUE_TIMEOUT + 60
+
+
 def enqueue(
     *,
     queue: str,
+    account: int,
     priority: int,
     request_id: str,
     attempt: int,
@@ -50,7 +71,7 @@ def enqueue(
     reply_channel: str,
     limits: dict,
 ) -> None:
-    """Put a job on a deployment's queue (blocking: call it off the event loop)."""
+    """Put a job on its deployment's queue for ``account`` (blocking: call it off the event loop)."""
     job = {
         "request_id": request_id,
         "attempt": attempt,
@@ -59,7 +80,41 @@ def enqueue(
         "reply_channel": reply_channel,
         "limits": limits,
     }
-    app.send_task(TASK_NAME, args=(job,), queue=queue, priority=priority)
+    own = account_queue(queue, account)
+    now = time.time()
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.zremrangebyscore(_active_key(queue), "-inf", now - _active_window())
+    pipe.zadd(_active_key(queue), {own: now})
+    newly_active = pipe.execute()[1]
+    app.send_task(TASK_NAME, args=(job,), queue=own, priority=priority)
+    if newly_active:
+        # Dispatchers blocked on the lists they knew wake up and look again (they always watch
+        # the deployment's own list).
+        get_redis().lpush(queue, WAKE)
+
+
+async def take_keys(redis, queues: list[str], turn: int) -> list[str]:
+    """The lists to BRPOP for a node serving ``queues``: priority first; within it, accounts take
+    turns (``turn`` rotates their order); last, the deployments' own lists, where wake-ups come."""
+    pipe = redis.pipeline(transaction=False)
+    for queue in queues:
+        pipe.zrangebyscore(_active_key(queue), time.time() - _active_window(), "+inf")
+    members = [m.decode() for found in await pipe.execute() for m in found]
+    accounts = sorted(members)
+    if accounts:
+        turn %= len(accounts)
+        accounts = accounts[turn:] + accounts[:turn]
+    return [*priority_keys(accounts), *queues]
+
+
+def waiting(queue: str) -> int:
+    """Jobs waiting on a deployment's queues, over every account and priority."""
+    redis = get_redis()
+    accounts = [m.decode() for m in redis.zrangebyscore(_active_key(queue), time.time() - _active_window(), "+inf")]
+    pipe = redis.pipeline(transaction=False)
+    for key in priority_keys(accounts):
+        pipe.llen(key)
+    return sum(pipe.execute())
 
 
 def _transport_options() -> tuple[list[int], str]:
@@ -74,14 +129,18 @@ def priority_keys(queues: list[str]) -> list[str]:
 
 
 def queue_of(key: str) -> str:
-    """The queue a priority list belongs to."""
+    """The deployment queue a list belongs to (without its priority step and account)."""
     steps, sep = _transport_options()
     queue, found, step = key.rpartition(sep)
-    return queue if found and step.isdigit() and int(step) in steps else key
+    queue = queue if found and step.isdigit() and int(step) in steps else key
+    base, dot, account = queue.rpartition(".a")
+    return base if dot and account.isdigit() else queue
 
 
 def decode(key: str, raw: bytes) -> QueuedJob | None:
-    """The job in a Celery message popped from ``key``; None (logged) for anything else."""
+    """The job in a Celery message popped from ``key``; None for a wake-up, and (logged) for anything else."""
+    if raw == WAKE:
+        return None
     try:
         message = json.loads(raw)
         if message.get("headers", {}).get("task") != TASK_NAME:

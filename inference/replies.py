@@ -66,9 +66,14 @@ async def leases_renew(leases: dict[str, int]) -> None:
     await pipe.execute()
 
 
+# After its job ends, an attempt's lease is kept a little longer: the job's last message may still
+# be on its way to the view, which must not take the missing lease for a lost node meanwhile.
+ENDED_LEASE_MS = 30_000
+
+
 async def lease_release(request_id: str, attempt: int) -> None:
-    """End an attempt's lease (its job ended), unless a newer attempt holds it already."""
-    await get_async_redis().eval(_RELEASE, 1, _lease_key(request_id), attempt)
+    """An attempt's job ended: its lease runs out soon, unless a newer attempt holds it already."""
+    await get_async_redis().eval(_RELEASE, 1, _lease_key(request_id), attempt, ENDED_LEASE_MS)
 
 
 async def lease_held(request_id: str, attempt: int) -> bool:
@@ -77,6 +82,6 @@ async def lease_held(request_id: str, attempt: int) -> bool:
 
 
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """

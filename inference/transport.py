@@ -14,8 +14,11 @@ import logging
 import time
 
 from asgiref.sync import sync_to_async
+from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from accounts.models import ApiKey
 from deployments.models import Deployment
@@ -30,6 +33,18 @@ logger = logging.getLogger(__name__)
 PRIORITY_BY_TIER = {ApiKey.Priority.HIGH: 0, ApiKey.Priority.STANDARD: 3, ApiKey.Priority.LOW: 6}
 RETRY_PRIORITY = 0
 LIVENESS_CHECK_SECONDS = 0.5
+# What the job queue and the Channels layer raise while Redis is unreachable.
+BROKER_ERRORS = (RedisError, OperationalError, ChannelFull, OSError)
+BROKEN = "transport.broken"  # put in the inbox by the reader when the reply channel fails
+
+
+def broker_unavailable() -> ApiError:
+    return ApiError(
+        "The platform lost its connection to its job queue while serving this request. Please retry.",
+        status=503,
+        type="server_error",
+        code="platform_unavailable",
+    )
 
 
 class WorkerLost(Exception):
@@ -74,24 +89,36 @@ class QueuedCall:
         await self._next(settings.INFERENCE_QUEUE_TIMEOUT, waiting_for_worker=True)
 
     async def _read(self) -> None:
-        while True:
-            await self.inbox.put(await self.layer.receive(self.channel))
+        try:
+            while True:
+                await self.inbox.put(await self.layer.receive(self.channel))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            logger.warning("Reply channel of %s failed: %s", self.request_id, error)
+            await self.inbox.put({"type": BROKEN})
 
     async def _dispatch(self, priority: int) -> None:
         self.attempt += 1
         self.session = self.job_id = ""
         self.meter.worker = ""
-        await replies.attempt_begin(self.request_id, self.attempt)
-        await sync_to_async(jobqueue.enqueue, thread_sensitive=False)(
-            queue=self.deployment.queue_name,
-            priority=priority,
-            request_id=self.request_id,
-            attempt=self.attempt,
-            kind=self.kind,
-            spec=self.spec(),
-            reply_channel=self.channel,
-            limits=self.limits(),
-        )
+        try:
+            await replies.attempt_begin(self.request_id, self.attempt)
+            await sync_to_async(jobqueue.enqueue, thread_sensitive=False)(
+                queue=self.deployment.queue_name,
+                account=self.meter.request.api_key.user_id,
+                priority=priority,
+                request_id=self.request_id,
+                attempt=self.attempt,
+                kind=self.kind,
+                spec=self.spec(),
+                reply_channel=self.channel,
+                limits=self.limits(),
+            )
+        except BROKER_ERRORS as error:
+            logger.warning("Could not enqueue %s: %s", self.request_id, error)
+            await self.close()
+            raise broker_unavailable() from None
 
     async def _next(self, wait: float, waiting_for_worker: bool = False) -> dict:
         """The current attempt's next message; raises WorkerLost if its node goes away meanwhile."""
@@ -115,12 +142,15 @@ class QueuedCall:
             try:
                 message = await asyncio.wait_for(self.inbox.get(), min(remaining, LIVENESS_CHECK_SECONDS))
             except TimeoutError:
-                if self.job_id and not await replies.lease_held(self.request_id, self.attempt):
+                if self.job_id and not await self._lease_held():
                     raise WorkerLost(self.meter.worker) from None
                 continue
+            kind = message["type"]
+            if kind == BROKEN:
+                await self.cancel()
+                raise broker_unavailable()
             if message.get("attempt") != self.attempt:
                 continue  # from a node this request was taken away from
-            kind = message["type"]
             if kind == replies.ERROR:
                 await self.close()
                 status = message.get("status", 502)
@@ -134,6 +164,14 @@ class QueuedCall:
                     return message
                 continue
             return message
+
+    async def _lease_held(self) -> bool:
+        try:
+            return await replies.lease_held(self.request_id, self.attempt)
+        except BROKER_ERRORS as error:
+            logger.warning("Could not check the lease of %s: %s", self.request_id, error)
+            await self.cancel()
+            raise broker_unavailable() from None
 
     def _check_attempts(self, lost: WorkerLost, restart_visible: bool = False) -> None:
         if self.attempt >= settings.INFERENCE_MAX_ATTEMPTS or restart_visible:
@@ -166,7 +204,10 @@ class QueuedCall:
 
     async def cancel(self) -> None:
         """The request is over for the client: drop it from the queue, stop it on its node."""
-        await replies.request_cancel(self.request_id)
+        try:
+            await replies.request_cancel(self.request_id)
+        except BROKER_ERRORS as error:  # the attempt's lease lapses, and its node loses the job
+            logger.warning("Could not mark %s cancelled: %s", self.request_id, error)
         await self._stop_on_node()
         await self.close()
 

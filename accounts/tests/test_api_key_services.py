@@ -170,3 +170,22 @@ def test_it_accepts_a_future_expiry(user):
     api_key.refresh_from_db()
     assert api_key.expires_at == expires_at
     assert api_key.is_active
+
+
+def test_it_caps_a_users_own_rpm(user, settings):
+    settings.API_KEY_MAX_RPM = 600
+
+    with pytest.raises(ValidationError) as caught:
+        api_key_create(user=user, name="ci", rpm=601)
+
+    assert "at most 600" in caught.value.message_dict["rpm"][0]
+    assert not ApiKey.objects.exists()
+    assert api_key_create(user=user, name="ci", rpm=600)[0].rpm == 600
+
+
+def test_staff_go_above_the_cap(user, staff, settings):
+    settings.API_KEY_MAX_RPM = 600
+
+    assert api_key_create(user=staff, name="ops", rpm=5000)[0].rpm == 5000
+    # An operator's grant (e.g. manage.py createapikey) for a user.
+    assert api_key_create(user=user, name="batch", rpm=5000, granted_by_staff=True)[0].rpm == 5000

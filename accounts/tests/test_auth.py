@@ -12,10 +12,11 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient
 from django.utils import timezone
-from django_ratelimit.core import _get_window
 
+from accounts import ratelimit
 from accounts.models import ApiKey
 from accounts.services import api_key_revoke
+from gpucloud.redis_client import get_redis
 
 pytestmark = pytest.mark.django_db
 
@@ -46,19 +47,6 @@ def assert_openai_error(response, status: int, code: str, type: str = "invalid_r
     assert error["type"] == type
     assert isinstance(error["message"], str) and error["message"]
     return error
-
-
-def make_key_with_room(make_key, owner, **kwargs) -> tuple[ApiKey, str]:
-    """A key whose fixed one-minute rate-limit window does not end in the next few seconds.
-
-    django-ratelimit's windows end at a point that depends on the key's prefix; a window that
-    rolled over between two requests would reset the count and make the test flaky.
-    """
-    while True:
-        api_key, raw_key = make_key(owner, **kwargs)
-        if _get_window(api_key.prefix, 60) - time.time() > 10:
-            return api_key, raw_key
-        api_key.delete()
 
 
 def test_it_works(user, make_key, catalog):
@@ -150,7 +138,7 @@ def test_it_rejects_a_key_without_the_inference_scope(user, make_key, catalog):
 
 
 def test_it_rate_limits_a_key(user, make_key, catalog):
-    _, raw_key = make_key_with_room(make_key, user, rpm=2)
+    _, raw_key = make_key(user, rpm=2)
 
     first = get(bearer(raw_key))
     second = get(bearer(raw_key))
@@ -170,8 +158,8 @@ def test_it_rate_limits_a_key(user, make_key, catalog):
 
 
 def test_it_limits_each_key_separately(user, make_key, catalog):
-    _, limited = make_key_with_room(make_key, user, rpm=1)
-    _, other = make_key_with_room(make_key, user, rpm=1)
+    _, limited = make_key(user, rpm=1)
+    _, other = make_key(user, rpm=1)
 
     assert get(bearer(limited)).status_code == 200
     assert get(bearer(limited)).status_code == 429
@@ -179,7 +167,7 @@ def test_it_limits_each_key_separately(user, make_key, catalog):
 
 
 def test_it_sends_rate_limit_and_request_id_headers(user, make_key, catalog):
-    _, raw_key = make_key_with_room(make_key, user, rpm=5)
+    _, raw_key = make_key(user, rpm=5)
 
     response = get(bearer(raw_key))
 
@@ -190,6 +178,37 @@ def test_it_sends_rate_limit_and_request_id_headers(user, make_key, catalog):
     assert reset and 1 <= int(reset[1]) <= 60
     assert re.fullmatch(r"req_[0-9a-f]{24}", response["x-request-id"])
     assert get(bearer(raw_key))["x-request-id"] != response["x-request-id"]
+
+
+def test_no_window_edge_doubles_the_limit(user, make_key, catalog):
+    """A fixed one-minute window lets a key through twice: at the end of one window and the start
+    of the next. A sliding window counts the last 60 seconds, wherever they fall."""
+    api_key, raw_key = make_key(user, rpm=3)
+    # Requests at 30 s, 40 s and 50 s ago, as if the key used its limit late in the last minute.
+    redis = get_redis()
+    now_ms = int(time.time() * 1000)
+    name = f"{ratelimit.KEY_PREFIX}api-key:{api_key.prefix}"
+    redis.zadd(name, {f"earlier-{age}": now_ms - age * 1000 for age in (30, 40, 50)})
+
+    response = get(bearer(raw_key))
+
+    error = assert_openai_error(response, 429, "rate_limit_exceeded", type="requests")
+    # The oldest of the three leaves the window about 10 s from now.
+    assert 9 <= int(response["Retry-After"]) <= 11, error
+
+
+def test_it_lets_requests_through_as_they_leave_the_window(user, make_key, catalog):
+    api_key, raw_key = make_key(user, rpm=2)
+    redis = get_redis()
+    now_ms = int(time.time() * 1000)
+    name = f"{ratelimit.KEY_PREFIX}api-key:{api_key.prefix}"
+    redis.zadd(name, {"old": now_ms - 61_000, "recent": now_ms - 5_000})
+
+    response = get(bearer(raw_key))
+
+    assert response.status_code == 200
+    assert response["x-ratelimit-remaining-requests"] == "0"
+    assert get(bearer(raw_key)).status_code == 429
 
 
 def test_it_records_use(user, make_key, catalog):

@@ -1,6 +1,7 @@
 """The ``createapikey`` management command."""
 
 from datetime import timedelta
+from decimal import Decimal
 from io import StringIO
 
 import pytest
@@ -84,4 +85,33 @@ def test_it_rejects_an_unknown_scope(user):
 def test_it_rejects_an_rpm_below_one(user):
     with pytest.raises(CommandError):
         createapikey("alice", "--name", "ci", "--rpm", "0")
+    assert not ApiKey.objects.exists()
+
+
+def test_it_sets_budget_and_limits(user):
+    stdout, _ = createapikey(
+        "alice", "--name", "batch", "--budget", "5", "--budget-period", "day", "--tpm", "100000", "--max-parallel", "4"
+    )
+
+    api_key = api_key_lookup(last_line(stdout))
+    assert api_key.max_budget == Decimal("5")
+    assert api_key.budget_period == ApiKey.BudgetPeriod.DAY
+    assert api_key.tpm == 100_000
+    assert api_key.max_parallel == 4
+
+
+def test_limits_default_to_none(user):
+    stdout, _ = createapikey("alice", "--name", "free")
+
+    api_key = api_key_lookup(last_line(stdout))
+    assert (api_key.max_budget, api_key.budget_period, api_key.tpm, api_key.max_parallel) == (None, "month", None, None)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--budget", "-1"], ["--budget", "five"], ["--tpm", "0"], ["--max-parallel", "0"], ["--budget-period", "week"]],
+)
+def test_it_rejects_bad_limits(user, args):
+    with pytest.raises(CommandError):
+        createapikey("alice", "--name", "ci", *args)
     assert not ApiKey.objects.exists()

@@ -140,3 +140,54 @@ def test_it_requires_csrf(user):
     response = _create(csrf_client)
     assert response.status_code == 403
     assert not ApiKey.objects.exists()
+
+
+def test_it_refuses_an_rpm_above_the_cap(client, user, settings):
+    settings.API_KEY_MAX_RPM = 600
+    client.force_login(user)
+
+    response = _create(client, rpm="601")
+
+    assert response.status_code == 400
+    assert "at most 600" in str(response.context["form"].errors["rpm"])
+    assert not ApiKey.objects.exists()
+
+
+def test_staff_set_an_rpm_above_the_cap(client, staff, settings):
+    settings.API_KEY_MAX_RPM = 600
+    client.force_login(staff)
+
+    response = _create(client, rpm="5000")
+
+    assert response.status_code == 200
+    assert ApiKey.objects.get(user=staff).rpm == 5000
+
+
+def test_it_creates_a_key_with_budget_and_limits(client, user):
+    client.force_login(user)
+
+    response = _create(client, max_budget="5", budget_period="day", tpm="1000", max_parallel="2")
+
+    assert response.status_code == 200
+    api_key = ApiKey.objects.get(user=user)
+    assert (str(api_key.max_budget), api_key.budget_period, api_key.tpm, api_key.max_parallel) == (
+        "5.00000000",
+        "day",
+        1000,
+        2,
+    )
+
+
+def test_it_shows_each_keys_spend_against_its_budget(client, user, make_key):
+    from decimal import Decimal
+
+    from billing.services import request_charge
+
+    api_key, _ = make_key(user, max_budget=Decimal("2"), budget_soft_percent=50)
+    request_charge(user=user, request_id="req_1", cost=Decimal("1.25"), api_key=api_key)
+    client.force_login(user)
+
+    content = client.get(URL).content.decode()
+
+    assert "$1.25 of $2" in content
+    assert "stat-warn" in content

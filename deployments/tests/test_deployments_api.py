@@ -84,3 +84,82 @@ def test_it_rejects_a_key_of_a_non_operator(client, user, make_key, catalog):
     response = call(client, "get", "/api/deployments", key)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "not_an_operator"
+
+
+# --- One rule, one place: the service decides for POST and PATCH alike -----------------------------
+
+NOT_AN_OBJECT = ["1", True, 1e308, [], 0, False, ""]
+
+
+def assert_rejected(response, param: str) -> dict:
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", param)
+    return error
+
+
+@pytest.mark.parametrize("engine_config", NOT_AN_OBJECT)
+def test_post_rejects_an_engine_config_that_is_not_an_object(client, operator_key, catalog, engine_config):
+    body = {"name": "x", "model": "llama-3.1-8b-instruct", "engine_config": engine_config}
+
+    error = assert_rejected(call(client, "post", "/api/deployments", operator_key, body), "engine_config")
+
+    assert "JSON object" in error["message"]
+    assert not Deployment.objects.filter(name="x").exists()
+
+
+@pytest.mark.parametrize("engine_config", NOT_AN_OBJECT)
+def test_patch_rejects_an_engine_config_that_is_not_an_object(client, operator_key, catalog, engine_config):
+    path = f"/api/deployments/{catalog[0].name}"
+    response = call(client, "patch", path, operator_key, {"engine_config": engine_config})
+
+    error = assert_rejected(response, "engine_config")
+
+    assert "JSON object" in error["message"]
+    catalog[0].refresh_from_db()
+    assert catalog[0].engine_config == {}
+
+
+@pytest.mark.parametrize("method", ["post", "patch"])
+def test_it_refuses_an_inline_api_key(client, operator_key, catalog, method):
+    config = {"base_url": "http://127.0.0.1:8001/v1", "api_key": "sk-secret"}
+    if method == "post":
+        body = {"name": "x", "model": "llama-3.1-8b-instruct", "engine": "openai", "engine_config": config}
+        response = call(client, "post", "/api/deployments", operator_key, body)
+    else:
+        response = call(client, "patch", f"/api/deployments/{catalog[0].name}", operator_key, {"engine_config": config})
+
+    error = assert_rejected(response, "engine_config")
+
+    assert "api_key_env" in error["message"]
+    assert "sk-secret" not in error["message"]
+    assert not Deployment.objects.filter(engine_config__has_key="api_key").exists()
+
+
+@pytest.mark.parametrize("method", ["post", "patch"])
+def test_it_caps_replicas_at_64(client, operator_key, catalog, method):
+    if method == "post":
+        body = {"name": "x", "model": "llama-3.1-8b-instruct", "replicas": 65}
+        response = call(client, "post", "/api/deployments", operator_key, body)
+    else:
+        response = call(client, "patch", f"/api/deployments/{catalog[0].name}", operator_key, {"replicas": 65})
+
+    assert "64" in assert_rejected(response, "replicas")["message"]
+
+
+@pytest.mark.parametrize("path", ["/api/deployments", "/api/workers/register"])
+def test_it_answers_deep_json_with_a_400(client, operator_key, catalog, path):
+    deep = ("[" * 5000 + "]" * 5000).encode()
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {operator_key}"}
+
+    response = client.post(path, data=deep, content_type="application/json", **auth)
+
+    assert response.status_code == 400
+    assert "nested" in response.json()["error"]["message"]
+
+
+def test_it_answers_multipart_with_a_415(client, operator_key, catalog):
+    response = client.post("/api/deployments", {"name": "x"}, HTTP_AUTHORIZATION=f"Bearer {operator_key}")
+
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"

@@ -77,3 +77,96 @@ def test_it_returns_400_for_malformed_json(client, user, make_key, catalog):
     assert record.api_key == api_key
     assert record.status_code == 400
     assert record.completion_tokens == 0
+
+
+def test_it_returns_404_for_a_post_to_an_unknown_api_url_without_csrf(user, make_key, catalog):
+    # Not the CSRF failure page: API clients send no CSRF token.
+    _, raw_key = make_key(user)
+    client = Client(enforce_csrf_checks=True)
+
+    response = client.post(
+        "/v1/assistants", data=b"{}", content_type="application/json", headers={"Authorization": f"Bearer {raw_key}"}
+    )
+
+    assert assert_openai_error(response, 404)["code"] == "unknown_url"
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/v1/chat/completions", "/api/usage", "/api/nothing"])
+def test_it_answers_a_wrong_host_in_the_openai_shape(client, path):
+    response = client.get(path, HTTP_HOST="evil.example.com")
+
+    assert assert_openai_error(response, 400)["code"] == "invalid_host"
+
+
+def test_it_answers_a_wrong_host_with_html_outside_the_api(client):
+    response = client.get("/login/", HTTP_HOST="evil.example.com")
+
+    assert response.status_code == 400
+    assert not response["Content-Type"].startswith("application/json")
+
+
+def test_it_answers_a_multipart_body_with_415(client, user, make_key, catalog):
+    _, raw_key = make_key(user)
+
+    response = client.post(
+        "/v1/chat/completions", {"model": "llama-3.1-8b-instruct"}, headers={"Authorization": f"Bearer {raw_key}"}
+    )
+
+    assert assert_openai_error(response, 415)["code"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model": "\\ud800", "messages": []}', "model"),
+        (b'{"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "\\udc00"}]}', None),
+        (b'{"model": "llama-3.1-8b-instruct", "messages": ' + b"[" * 2000 + b"]" * 2000 + b"}", None),
+        (b'{"model": "llama-3.1-8b-instruct", "max_tokens": ' + b"1" * 5000 + b"}", None),
+    ],
+)
+def test_it_answers_hostile_json_with_a_400(client, user, make_key, catalog, body, param):
+    _, raw_key = make_key(user)
+
+    response = client.post(
+        "/v1/chat/completions",
+        data=body,
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {raw_key}"},
+    )
+
+    error = assert_openai_error(response, 400)
+    if param:
+        assert error["param"] == param
+
+
+def test_it_answers_nul_in_a_query_with_a_400(client):
+    error = assert_openai_error(client.get("/api/usage?model=a%00b"), 400)
+
+    assert error["param"] == "model"
+
+
+# --- The dashboard's own error pages ---------------------------------------------------------------
+
+
+def _assert_dashboard_page(response, status: int, text: str) -> None:
+    assert response.status_code == status
+    content = response.content.decode()
+    assert "css/app.css" in content  # the dashboard's look (templates/base.html)
+    assert "GPU Cloud" in content
+    assert text in content
+
+
+def test_the_404_page_is_styled(client):
+    _assert_dashboard_page(client.get("/no-such-page/"), 404, "Page not found")
+
+
+def test_the_403_page_is_styled(client, user):
+    client.force_login(user)
+
+    _assert_dashboard_page(client.get("/fleet/"), 403, "not allowed")
+
+
+def test_the_500_page_is_styled(rf):
+    from gpucloud.views import server_error
+
+    _assert_dashboard_page(server_error(rf.get("/keys/")), 500, "went wrong")

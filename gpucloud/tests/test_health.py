@@ -60,3 +60,18 @@ def test_it_ignores_a_stale_worker(client, worker, settings):
 
     assert response.status_code == 503
     assert response.json()["checks"]["workers"]["ok"] is False
+
+
+def test_it_reports_each_models_readiness_apart_from_liveness(client, worker, catalog):
+    from deployments.models import Replica
+
+    Replica.objects.filter(deployment__model__model_id="qwen2.5-72b-instruct").update(state=Replica.State.STARTING)
+
+    response = client.get("/health")
+
+    assert response.status_code == 200  # a model still loading does not make the platform unhealthy
+    assert response.json()["models"] == {
+        "llama-3.1-8b-instruct": True,
+        "mistral-7b-instruct-v0.3": True,
+        "qwen2.5-72b-instruct": False,
+    }

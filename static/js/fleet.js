@@ -29,6 +29,14 @@
     return element;
   }
 
+  // Meters carry their fill in data-fill: the Content-Security-Policy refuses style attributes, not
+  // styles set through the DOM.
+  function fillMeters(root) {
+    for (const meter of root.querySelectorAll(".meter-fill[data-fill]")) {
+      meter.style.width = Math.max(0, Math.min(100, Number(meter.dataset.fill) || 0)) + "%";
+    }
+  }
+
   const known = (value) => value !== null && value !== undefined;
   const gigabytes = (mb) => String(Math.round(mb / 1024));
 
@@ -54,7 +62,7 @@
       el(
         "div",
         { class: "meter", "aria-hidden": "true" },
-        el("span", { class: "meter-fill", style: "width: " + (util === null ? 0 : util) + "%" })
+        el("span", { class: "meter-fill", "data-fill": util === null ? 0 : util })
       ),
       el("div", { class: "gpu-figures muted small" }, figures)
     );
@@ -123,6 +131,7 @@
 
   function render(snapshot) {
     nodesBody.replaceChildren(...snapshot.nodes.map(nodeRow));
+    fillMeters(nodesBody);
     nodesWrap.hidden = snapshot.nodes.length === 0;
     document.getElementById("fleet-nodes-empty").hidden = snapshot.nodes.length > 0;
 
@@ -194,5 +203,6 @@
     };
   }
 
+  fillMeters(nodesBody);
   connect();
 })();

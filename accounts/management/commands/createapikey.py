@@ -1,6 +1,9 @@
-"""``manage.py createapikey USERNAME --name NAME [--rpm N] [--scopes inference,management]``."""
+"""``manage.py createapikey USERNAME --name NAME [--rpm N] [--scopes inference,management]
+[--budget 5 --budget-period month] [--tpm 100000] [--max-parallel 4]``."""
 
+import argparse
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -9,6 +12,16 @@ from django.utils import timezone
 
 from accounts.models import ApiKey
 from accounts.services import api_key_create
+
+
+def _usd(value: str) -> Decimal:
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"'{value}' is not an amount in USD, e.g. 5 or 12.50") from None
+    if not amount.is_finite() or amount < 0:
+        raise argparse.ArgumentTypeError("the budget must be a non-negative amount in USD")
+    return amount
 
 
 class Command(BaseCommand):
@@ -31,6 +44,18 @@ class Command(BaseCommand):
             "--models", default="", help="Comma-separated model ids the key may use (default: every model)."
         )
         parser.add_argument("--expires-in-days", type=int, default=None, help="Make the key expire after N days.")
+        parser.add_argument("--budget", type=_usd, default=None, help="Budget in USD per budget period.")
+        parser.add_argument(
+            "--budget-period",
+            choices=ApiKey.BudgetPeriod.values,
+            default=ApiKey.BudgetPeriod.MONTH,
+            help="What the budget is per: day, month (UTC) or total (default month).",
+        )
+        parser.add_argument(
+            "--budget-notice", type=int, default=80, help="Percent of the budget at which the dashboard warns."
+        )
+        parser.add_argument("--tpm", type=int, default=None, help="Tokens per minute (prompt + max_tokens).")
+        parser.add_argument("--max-parallel", type=int, default=None, help="Most requests in flight at once.")
 
     def handle(self, *args, username, name, rpm, scopes, priority, models, expires_in_days, **options):
         User = get_user_model()
@@ -48,6 +73,11 @@ class Command(BaseCommand):
                 expires_at=expires_at,
                 priority=ApiKey.Priority[priority.upper()],
                 allowed_models=[m.strip() for m in models.split(",") if m.strip()],
+                max_budget=options["budget"],
+                budget_period=options["budget_period"],
+                budget_soft_percent=options["budget_notice"],
+                tpm=options["tpm"],
+                max_parallel=options["max_parallel"],
             )
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None

@@ -13,8 +13,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from pathlib import Path
 
+import httpx
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -25,8 +27,10 @@ from deployments.models import JoinToken
 from deployments.services import demo_catalog_ensure, demo_embeddings_ensure
 from gpucloud import embedded_redis
 from gpucloud.credentials import matches, split_credential
+from gpucloud.daphne import command as daphne_command
 
 DEMO_ADMIN = "admin"
+DAPHNE_CRASHES_TO_GIVE_UP = 3
 # The server's configuration, which a GPU node never gets.
 SERVER_ONLY_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "API_KEY_HASH_SECRET", "DJANGO_SETTINGS_MODULE")
 
@@ -42,8 +46,13 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
         parser.add_argument("--workers", type=int, default=int(os.environ.get("GPU_WORKERS", "1")))
+        parser.add_argument(
+            "--without-embeddings",
+            action="store_true",
+            help="Do not deploy the demo embedding model even when the ML extras are installed.",
+        )
 
-    def handle(self, *args, host, port, workers, **options):
+    def handle(self, *args, host, port, workers, without_embeddings, **options):
         if settings.USE_EMBEDDED_REDIS:
             embedded_redis.ensure_running(settings.EMBEDDED_REDIS_DIR)
         call_command("migrate", interactive=False, verbosity=0)
@@ -53,27 +62,30 @@ class Command(BaseCommand):
 
         env = {**os.environ, "REDIS_URL": settings.REDIS_URL}
         base = f"http://{host}:{port}"
-        daphne = [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "gpucloud.asgi:application"]
-        server = subprocess.Popen(daphne, env=env)
+        daphne = daphne_command(host, port)  # Daphne with read deadlines, as everywhere
+
+        def start_server() -> subprocess.Popen:
+            return subprocess.Popen(daphne, env=env)
+
+        server = start_server()
         # Local nodes join the fleet like any other machine: with a join token (from a file, so it
         # is not on a command line), speaking only the node protocol, with nothing of the server's
         # configuration in their environment.
         gpu_workers = [self.start_node(base, join_token_file, f"local-{i + 1}") for i in range(workers)]
-        if ml_extras_installed():
+        if ml_extras_installed() and not without_embeddings:
             # Real embeddings: all-MiniLM-L6-v2 on the hf engine, on a CPU node of its own.
             deployments.append(demo_embeddings_ensure())
             gpu_workers.append(
                 self.start_node(base, join_token_file, "local-hf", "--engine=hf", "--gpus=", "--slots=2")
             )
         self.stdout.write(
-            self.style.SUCCESS(
-                f"\nGPU Cloud is starting at {base}/  ({len(gpu_workers)} GPU worker(s), Redis at {settings.REDIS_URL})"
-            )
+            f"\nGPU Cloud is starting at {base}/  ({len(gpu_workers)} GPU node(s), Redis at {settings.REDIS_URL})"
         )
         self.stdout.write(f"  Dashboard login: {username} / {password}")
         self.stdout.write(f"  Models: {', '.join(d.model.model_id for d in deployments)}")
-        self.stdout.write(f"  Health: {base}/health    Admin: {base}/admin/    Stop with Ctrl-C.\n")
-        self.supervise(server, gpu_workers)
+        self.stdout.write(f"  Health: {base}/health    Admin: {base}/admin/    Stop with Ctrl-C.\n", ending="\n")
+        self.stdout.flush()
+        self.supervise(base, start_server, server, gpu_workers)
 
     def ensure_demo_admin(self) -> tuple[str, str]:
         """Create the demo admin on first run; its generated password is kept in var/ (not in git)."""
@@ -120,9 +132,11 @@ class Command(BaseCommand):
         ]
         return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
 
-    def supervise(self, server: subprocess.Popen, workers: list[subprocess.Popen]) -> None:
-        """Run until interrupted or until Daphne exits. A worker that stops (its credential
-        revoked, say) is reported; the platform goes on serving with the others."""
+    def supervise(self, base: str, start_server, server: subprocess.Popen, workers: list[subprocess.Popen]) -> None:
+        """Run until interrupted. Says the platform is ready once every demo model is served. A
+        dead embedded Redis or Daphne is started again (Daphne dying three times within a minute
+        stops the platform); a node that stops (its credential revoked, say) is reported, and the
+        platform goes on serving with the others."""
         stopping = False
 
         def stop(signum, frame):
@@ -132,21 +146,49 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         running = list(workers)
+        crashes: deque[float] = deque(maxlen=DAPHNE_CRASHES_TO_GIVE_UP)
+        announced = failed = False
         try:
-            while not stopping and server.poll() is None:
+            while not stopping:
+                if settings.USE_EMBEDDED_REDIS and not embedded_redis.is_running(settings.EMBEDDED_REDIS_DIR):
+                    self.stderr.write("The embedded Redis is not answering; starting it again.")
+                    embedded_redis.ensure_running(settings.EMBEDDED_REDIS_DIR)
+                if server.poll() is not None:
+                    crashes.append(time.monotonic())
+                    if len(crashes) == crashes.maxlen and crashes[-1] - crashes[0] < 60:
+                        self.stderr.write(f"Daphne exited with {server.returncode} again; stopping the platform.")
+                        failed = True
+                        break
+                    self.stderr.write(f"Daphne exited with {server.returncode}; starting it again.")
+                    server = start_server()
                 for worker in [w for w in running if w.poll() is not None]:
                     running.remove(worker)
-                    self.stderr.write(f"A GPU worker exited with {worker.returncode}; {len(running)} still running.")
+                    self.stderr.write(f"A GPU node exited with {worker.returncode}; {len(running)} still running.")
+                if not announced and self.ready(base):
+                    announced = True
+                    self.stdout.write(
+                        self.style.SUCCESS(f"GPU Cloud is ready at {base}/ : every demo model is served.")
+                    )
+                    self.stdout.flush()
                 time.sleep(0.5)
         finally:
-            # Workers first: they drain and leave the fleet while the server can still hear them.
+            # Nodes first: they drain and leave the fleet while the server can still hear them.
             self.terminate(running, timeout=30)
             self.terminate([server], timeout=10)
             if settings.USE_EMBEDDED_REDIS:
                 embedded_redis.stop(settings.EMBEDDED_REDIS_DIR)
-        if not stopping:
-            self.stderr.write(f"Daphne exited with {server.returncode}; stopped the platform.")
+        if failed:
             sys.exit(1)
+
+    @staticmethod
+    def ready(base: str) -> bool:
+        """Whether the platform is up and every deployed model has a replica serving."""
+        try:
+            response = httpx.get(f"{base}/health", timeout=2)
+            models = response.json().get("models") or {}
+        except (httpx.HTTPError, ValueError):
+            return False
+        return response.status_code == 200 and bool(models) and all(models.values())
 
     @staticmethod
     def terminate(processes: list[subprocess.Popen], timeout: float) -> None:

@@ -1,0 +1,164 @@
+"""The Billing page (balance, spend, ledger, CSV export, staff credit grants) and the Models &
+pricing page every signed-in user sees."""
+
+import csv
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
+from django.http import StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from billing import selectors, services
+from billing.forms import CreditGrantForm
+from billing.money import plain, usd
+
+LEDGER_PAGE_SIZE = 50
+CHART_HEIGHT = 120
+
+
+def _spend_chart(days: list[tuple[str, Decimal]]) -> dict:
+    """Bars for an inline SVG (no script, no inline style: the CSP allows it)."""
+    top = max((amount for _, amount in days), default=Decimal(0))
+    bars = []
+    for index, (day, amount) in enumerate(days):
+        height = int(amount / top * CHART_HEIGHT) if top > 0 else 0
+        height = max(height, 1) if amount > 0 else 0
+        bars.append(
+            {"x": index * 20, "y": CHART_HEIGHT - height, "height": height, "day": day, "amount": plain(amount)}
+        )
+    return {
+        "bars": bars,
+        "width": len(days) * 20,
+        "height": CHART_HEIGHT,
+        "top": plain(top),
+        "total": plain(sum(a for _, a in days)),
+    }
+
+
+def _billing_page(request, *, grant_form: CreditGrantForm | None = None, status: int = 200):
+    balance = selectors.balance_of(request.user)
+    page = Paginator(selectors.ledger_for_user(request.user), LEDGER_PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {
+        "balance": plain(balance),
+        "low_balance": balance < Decimal(settings.BILLING_LOW_BALANCE_USD),
+        "spend_this_month": plain(selectors.spend_this_month(request.user)),
+        "chart": _spend_chart(selectors.spend_by_day(request.user, days=30)),
+        "key_budgets": selectors.key_budgets(request.user),
+        "page": page,
+        "api_url": reverse("api-balance"),
+        "ledger_api_url": reverse("api-ledger"),
+    }
+    if request.user.is_staff:
+        context["grant_form"] = grant_form or CreditGrantForm()
+    return render(request, "billing/billing.html", context, status=status)
+
+
+@login_required
+def billing(request):
+    return _billing_page(request)
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+@login_required
+def ledger_csv(request):
+    """The user's whole ledger as CSV, streamed."""
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(["created_at", "kind", "amount_usd", "balance_after_usd", "reference", "key", "note"])
+        for entry in selectors.ledger_for_user(request.user).iterator(chunk_size=1000):
+            yield writer.writerow(
+                [
+                    entry.created_at.isoformat(),
+                    entry.kind,
+                    f"{entry.amount:f}",
+                    f"{entry.balance_after:f}",
+                    entry.reference,
+                    entry.api_key.display_prefix if entry.api_key else "",
+                    entry.note,
+                ]
+            )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="ledger.csv"'
+    return response
+
+
+@login_required
+def usage_csv(request):
+    """The user's usage records (every request, with its cost) as CSV, streamed."""
+    from inference.selectors import usage_for_user
+
+    writer = csv.writer(_Echo())
+    columns = [
+        "request_id", "created_at", "key", "endpoint", "model", "deployment", "worker", "stream", "status_code",
+        "error_code", "prompt_tokens", "completion_tokens", "latency_ms", "time_to_first_token_ms", "cost_usd",
+    ]  # fmt: skip
+
+    def rows():
+        yield writer.writerow(columns)
+        for record in usage_for_user(request.user).order_by("-created_at").iterator(chunk_size=1000):
+            yield writer.writerow(
+                [
+                    record.request_id,
+                    record.created_at.isoformat(),
+                    record.api_key.display_prefix if record.api_key else "",
+                    record.endpoint,
+                    record.model,
+                    record.deployment,
+                    record.worker,
+                    record.stream,
+                    record.status_code,
+                    record.error_code,
+                    record.prompt_tokens,
+                    record.completion_tokens,
+                    record.latency_ms,
+                    "" if record.time_to_first_token_ms is None else record.time_to_first_token_ms,
+                    f"{record.cost:f}",
+                ]
+            )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="usage.csv"'
+    return response
+
+
+@login_required
+@require_POST
+def credit_grant(request):
+    if not request.user.is_staff:
+        raise PermissionDenied("Only operators (staff users) grant credits.")
+    form = CreditGrantForm(request.POST)
+    if form.is_valid():
+        user, amount = form.cleaned_data["username"], form.cleaned_data["amount"]
+        try:
+            services.staff_credit(
+                user=user,
+                amount=amount,
+                created_by=request.user,
+                note=form.cleaned_data["note"],
+                idempotency_key=f"dashboard:{form.cleaned_data['token']}",
+            )
+        except ValidationError as error:
+            form.add_error("amount", error)
+        else:
+            messages.success(
+                request, f"Posted {usd(amount)} to {user}: the balance is now {usd(selectors.balance_of(user))}."
+            )
+            return redirect("billing:billing")
+    return _billing_page(request, grant_form=form, status=400)
+
+
+@login_required
+def pricing(request):
+    return render(request, "billing/pricing.html", {"models": selectors.models_with_prices()})
