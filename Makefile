@@ -26,3 +26,5 @@ bench: $(VENV)/.installed
 	$(PY) bench/fleet.py
 	$(PY) bench/openai_overhead.py
 	$(PY) bench/boundary.py
+	$(PY) bench/fuzz.py
+	$(PY) bench/recovery.py

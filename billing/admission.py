@@ -122,6 +122,7 @@ def admit(api_key, model, *, request_id: str, prompt_tokens: int, max_tokens: in
                 int(settings.BILLING_RESERVATION_TTL * 1000),
                 model.pk,
                 price.pk,
+                settings.ACCOUNT_MAX_IN_FLIGHT if settings.ACCOUNT_MAX_IN_FLIGHT else -1,
             ]
             result = [part.decode() for part in redis_state.script(redis_state.ADMIT)(keys=keys, args=args)]
             if result[0] == "reload":
@@ -209,6 +210,14 @@ def _refusal(result: list[str], *, api_key, worst: Decimal, tokens: int, prompt_
             else "This request alone exceeds the limit: lower max_tokens or raise the key's limit."
         )
         return AdmissionRefused(message, reason=reason, code="rate_limit_exceeded", retry_after=reset, headers=headers)
+    if reason == "account_parallel":
+        return AdmissionRefused(
+            f"Your account already has {figure} requests in flight, the most one account may have "
+            f"({settings.ACCOUNT_MAX_IN_FLIGHT}), so that no tenant takes the whole fleet. Wait for one to finish.",
+            reason=reason,
+            code="rate_limit_exceeded",
+            retry_after=1,
+        )
     return AdmissionRefused(
         f"This API key already has {figure} requests in flight, its limit (max_parallel {api_key.max_parallel}). "
         "Wait for one to finish, or raise the key's limit.",

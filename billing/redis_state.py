@@ -117,6 +117,7 @@ local function unreserve(res, exp, rid)
   redis.call('HINCRBY', res, 'total', s(-tonumber(worst)))
   redis.call('HINCRBY', res, 'k:' .. kid, s(-tonumber(worst)))
   redis.call('HINCRBY', res, 'n:' .. kid, -1)
+  redis.call('HINCRBY', res, 'n', -1)
   redis.call('HDEL', res, 'r:' .. rid)
   redis.call('ZREM', exp, rid)
   return {tokens, tpmkey}
@@ -126,7 +127,7 @@ end
 # KEYS: state, res, resexp, tpm prefix, prices.
 # ARGV: request id, key id, worst case (units), tokens, budget (units, -1: none), spend field,
 #       tpm (-1: none), max parallel (-1: none), reservation ttl (ms), model pk, price version id
-#       the worst case was computed at.
+#       the worst case was computed at, the account's requests in flight (-1: none).
 # Returns {'ok', tokens remaining (-1: no limit), reset s} | {'reload'} | {'price', version id in force}
 #       | {refusal, figure, [reset s]}.
 ADMIT = (
@@ -156,12 +157,15 @@ if parallel >= 0 then
   local running = num(res, 'n:' .. kid)
   if running >= parallel then return {'parallel', s(running)} end
 end
+local account_parallel = tonumber(ARGV[12])
+if account_parallel >= 0 and num(res, 'n') >= account_parallel then return {'account_parallel', s(num(res, 'n'))} end
 local used = tonumber(redis.call('GET', tpmkey) or '0')
 if tpm >= 0 and used + tokens > tpm then return {'tpm', s(used), s(reset)} end
 redis.call('HSET', res, 'r:' .. rid, s(worst) .. '|' .. kid .. '|' .. s(tokens) .. '|' .. tpmkey)
 redis.call('HINCRBY', res, 'total', s(worst))
 redis.call('HINCRBY', res, 'k:' .. kid, s(worst))
 redis.call('HINCRBY', res, 'n:' .. kid, 1)
+redis.call('HINCRBY', res, 'n', 1)
 redis.call('ZADD', exp, s(now + ttl), rid)
 redis.call('PEXPIRE', res, s(ttl))
 redis.call('PEXPIRE', exp, s(ttl))

@@ -19,25 +19,19 @@ from billing.forms import CreditGrantForm
 from billing.money import plain, usd
 
 LEDGER_PAGE_SIZE = 50
-CHART_HEIGHT = 120
+CHART_DAYS = 30
 
 
 def _spend_chart(days: list[tuple[str, Decimal]]) -> dict:
-    """Bars for an inline SVG (no script, no inline style: the CSP allows it)."""
-    top = max((amount for _, amount in days), default=Decimal(0))
-    bars = []
-    for index, (day, amount) in enumerate(days):
-        height = int(amount / top * CHART_HEIGHT) if top > 0 else 0
-        height = max(height, 1) if amount > 0 else 0
-        bars.append(
-            {"x": index * 20, "y": CHART_HEIGHT - height, "height": height, "day": day, "amount": plain(amount)}
-        )
+    """Spend per day for the page's table and, through ``json_script``, for static/js/billing.js.
+
+    Amounts are exact decimal strings (JSON numbers would be floats); the script turns them into
+    numbers only to draw them.
+    """
     return {
-        "bars": bars,
-        "width": len(days) * 20,
-        "height": CHART_HEIGHT,
-        "top": plain(top),
-        "total": plain(sum(a for _, a in days)),
+        "rows": [{"day": day, "usd": plain(amount)} for day, amount in days],
+        "top": plain(max((amount for _, amount in days), default=Decimal(0))),
+        "total": plain(sum((amount for _, amount in days), Decimal(0))),
     }
 
 
@@ -48,7 +42,7 @@ def _billing_page(request, *, grant_form: CreditGrantForm | None = None, status:
         "balance": plain(balance),
         "low_balance": balance < Decimal(settings.BILLING_LOW_BALANCE_USD),
         "spend_this_month": plain(selectors.spend_this_month(request.user)),
-        "chart": _spend_chart(selectors.spend_by_day(request.user, days=30)),
+        "chart": _spend_chart(selectors.spend_by_day(request.user, days=CHART_DAYS)),
         "key_budgets": selectors.key_budgets(request.user),
         "page": page,
         "api_url": reverse("api-balance"),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 
 from channels.db import database_sync_to_async
@@ -23,6 +22,9 @@ from deployments.fleet import (
     node_group,
     node_heartbeat,
 )
+from deployments.presence import heartbeats_interrupt
+from gpucloud.jsonbody import parse_json_object
+from gpucloud.openai_errors import ApiError
 from inference.dispatcher import NodeDispatcher
 from nodeprotocol import (
     ASSIGN,
@@ -39,6 +41,9 @@ from nodeprotocol import VERSION as PROTOCOL_VERSION
 logger = logging.getLogger(__name__)
 
 
+# The largest message a node may send (a batch of embedding vectors in base64 is the biggest);
+# Daphne closes a socket whose message is larger still (1 MB), and the node reconnects.
+NODE_MESSAGE_BYTES = 1024 * 1024
 # "Try again later": a node reconnects after its backoff.
 CLOSE_TRY_AGAIN = 1013
 
@@ -105,13 +110,13 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
         await self.close(code=code, reason=message[:120])
 
     async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # Bounded like every request body: a node's message is untrusted input.
         try:
-            content = json.loads(text_data or bytes_data or b"")
-        except ValueError:
-            logger.warning("Node %s sent a message that is not JSON; dropped", self.node_name or "(unauthenticated)")
+            content = parse_json_object(text_data or bytes_data or b"", max_size=NODE_MESSAGE_BYTES)
+        except ApiError as error:
+            logger.warning("Node %s sent a malformed message (%s); dropped", self.node_name or "(new)", error)
             return
-        if isinstance(content, dict):
-            await self.receive_json(content)
+        await self.receive_json(content)
 
     async def receive_json(self, content, **kwargs):
         if self.node_id is None:
@@ -132,8 +137,11 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
             await self.refuse(str(refusal))
             return
         except DatabaseError as error:
-            # The database is briefly unreachable: keep the socket, the next heartbeat tries again.
+            # The database is briefly unreachable: keep the socket, the next heartbeat tries again,
+            # and placement does not take the silence that follows for nodes gone.
             logger.warning("Could not record a heartbeat of %s: %s", self.node_name, error)
+            with contextlib.suppress(RedisError):
+                await database_sync_to_async(heartbeats_interrupt)()
             return
         self.dispatcher.update(slots=telemetry["slots"], draining=telemetry["draining"], serving=serving)
         try:

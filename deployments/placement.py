@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from deployments.models import Deployment, Engine, Replica, WorkerNode
+from deployments.presence import heartbeats_interrupted
 from gpucloud.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
@@ -134,8 +135,13 @@ def _reconcile_locked() -> None:
     eligible = {node.pk: node for node in nodes if _eligible(node)}
     replicas = list(Replica.objects.select_related("node", "deployment"))
 
-    # Replicas on nodes that cannot serve them any more are placed again.
-    lost = [r.pk for r in replicas if r.node_id not in eligible]
+    # Replicas on nodes that cannot serve them any more are placed again. While heartbeats could
+    # not be recorded (the database was unreachable), a node's silence proves nothing: only nodes
+    # that left, disconnected or were revoked lose their replicas then.
+    keep = set()
+    if heartbeats_interrupted():
+        keep = {n.pk for n in nodes if n.credential_revoked_at is None and n.status == WorkerNode.Status.ONLINE}
+    lost = [r.pk for r in replicas if r.node_id not in eligible and r.node_id not in keep]
     if lost:
         Replica.objects.filter(pk__in=lost).delete()
         replicas = [r for r in replicas if r.pk not in lost]
@@ -178,7 +184,7 @@ def _spread_out(deployment: Deployment, own: list[Replica], need: float, capacit
     replicas of a deployment share a node only when no other node has room."""
     spread = deployment.placement == Deployment.Placement.SPREAD
     for replica in sorted(own, key=lambda r: -r.pk):
-        if sum(r.node_id == replica.node_id for r in own) < 2:
+        if replica.node_id not in capacities or sum(r.node_id == replica.node_id for r in own) < 2:
             continue
         room = any(
             capacity.node.engine == deployment.engine

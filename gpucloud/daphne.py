@@ -21,11 +21,14 @@ A connection that misses one is closed: silently if it sent nothing of a request
 kept-alive connection), after a ``408 Request Timeout`` otherwise. ``0`` turns a deadline off. No
 deadline runs while the application answers (a stream may last minutes) or on a WebSocket once it
 is upgraded. The soft limit on open files is raised to the hard limit, so idle sockets exhaust it
-later than the default 1,024.
+later than the default 1,024. And Twisted no longer parses form and multipart bodies itself (work on
+the event loop that Daphne throws away): a malformed multipart body reaches the application, which
+answers it in the OpenAI shape, instead of getting Twisted's bare ``400``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -64,6 +67,23 @@ def timeout_from_env(name: str, default: float) -> float | None:
     return value or None
 
 
+@functools.cache
+def _without_form_parsing(request_class):
+    """``request_class`` that leaves the body alone: Twisted would parse a form or multipart body
+    itself (on the event loop, for nothing: Daphne hands the application the raw body) and answer a
+    malformed multipart body with a bare ``400`` that no application sees."""
+
+    class Request(request_class):
+        _parsePOSTFormSubmission = False  # Twisted before 25: a class attribute
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._parsePOSTFormSubmission = False  # since: set by __init__
+
+    Request.__name__ = Request.__qualname__ = request_class.__name__
+    return Request
+
+
 class DeadlineHTTPChannel(http.HTTPChannel):
     """Twisted's HTTP/1.1 channel with a deadline for each request's headers and one for its body."""
 
@@ -71,6 +91,15 @@ class DeadlineHTTPChannel(http.HTTPChannel):
     body_timeout: float | None = DEFAULT_BODY_TIMEOUT
     _deadline = None  # the pending DelayedCall, if any
     _request_begun = False  # a byte of the current request has arrived
+    _request_factory = http.Request
+
+    @property
+    def requestFactory(self):
+        return self._request_factory
+
+    @requestFactory.setter
+    def requestFactory(self, factory) -> None:
+        self._request_factory = _without_form_parsing(factory)
 
     def _start_deadline(self, seconds: float | None, phase: str) -> None:
         self._cancel_deadline()

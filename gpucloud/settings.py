@@ -294,6 +294,9 @@ BILLING_LOW_BALANCE_USD = os.environ.get("BILLING_LOW_BALANCE_USD") or "1.00"
 BILLING_ENABLED = envbool("BILLING_ENABLED", True)
 # A reservation not settled within this many seconds expires and frees what it held.
 BILLING_RESERVATION_TTL = envfloat("BILLING_RESERVATION_TTL", 900.0)
+# Requests one account may have in flight at once, over all its keys (0: no limit): sized so one
+# tenant cannot take the whole fleet; a key's own max_parallel can only be lower.
+ACCOUNT_MAX_IN_FLIGHT = envint("ACCOUNT_MAX_IN_FLIGHT", 64)
 # The derived billing state in Redis is reloaded from the database at least this often (seconds).
 BILLING_STATE_TTL = envfloat("BILLING_STATE_TTL", 300.0)
 

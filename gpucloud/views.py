@@ -1,9 +1,13 @@
 """Error pages: OpenAI-shaped JSON under the API paths, the dashboard's styled pages elsewhere."""
 
+import sys
+
 from django.conf import settings
 from django.core.exceptions import DisallowedHost, RequestDataTooBig
+from django.db import DatabaseError
 from django.views import csrf, defaults
 from django.views.decorators.csrf import csrf_exempt
+from redis.exceptions import RedisError
 
 from gpucloud.jsonbody import too_large
 from gpucloud.openai_errors import ApiError, api_error_response
@@ -48,11 +52,25 @@ def not_found(request, exception=None):
 
 
 def server_error(request):
+    """500, except when a dependency was out (the database or Redis): 503, which clients retry."""
+    outage = isinstance(sys.exc_info()[1], DatabaseError | RedisError)
     if _is_api(request):
-        return api_error_response(
-            ApiError("The server had an error while processing your request.", status=500, type="server_error")
-        )
-    return defaults.server_error(request)
+        if outage:
+            error = ApiError(
+                "The platform is briefly unavailable (a database or queue connection failed). Retry shortly.",
+                status=503,
+                type="server_error",
+                code="platform_unavailable",
+                headers={"Retry-After": "5"},
+            )
+        else:
+            error = ApiError("The server had an error while processing your request.", status=500, type="server_error")
+        return api_error_response(error)
+    response = defaults.server_error(request)
+    if outage:
+        response.status_code = 503
+        response["Retry-After"] = "5"
+    return response
 
 
 def csrf_failure(request, reason=""):

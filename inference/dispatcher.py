@@ -26,7 +26,7 @@ from channels.exceptions import ChannelFull
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from inference import jobqueue, replies
+from inference import jobqueue, journal, replies
 from nodeprotocol import (
     CANCEL,
     FINISH_REASONS,
@@ -39,6 +39,7 @@ from nodeprotocol import (
     KIND_GENERATE,
     VECTORS_MESSAGE_BYTES,
 )
+from nodeprotocol.tokens import count_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class HandedJob:
     queued: jobqueue.QueuedJob
     choices: int = 0  # generation: the choices it may write to
     inputs: int = 0  # embeddings: the inputs it must send vectors for
+    relayed_tokens: int = 0  # completion tokens relayed to the view so far (the platform's count)
     vectors_seen: set[int] = field(default_factory=set)
 
 
@@ -111,8 +113,16 @@ class NodeDispatcher:
         self._check_capacity()
 
     async def renew_leases(self) -> None:
+        """On each heartbeat: renew the node's jobs' leases, and stop the jobs whose views died."""
         leases = {job.queued.request_id: job.queued.attempt for job in self.jobs.values()}
         await replies.leases_renew(leases)
+        views = {journal.process_of(job.queued.reply_channel) for job in self.jobs.values()}
+        for process in await journal.dead(views):
+            for job in [j for j in self.jobs.values() if journal.process_of(j.queued.reply_channel) == process]:
+                await self.cancel(job.id)
+                await journal.settle_orphan(
+                    process, job.queued.request_id, completion_tokens=job.relayed_tokens, worker=self.node_name
+                )
 
     async def close(self) -> None:
         """The socket closed: stop taking work, and tell the views of unfinished jobs they are lost."""
@@ -191,6 +201,10 @@ class NodeDispatcher:
         if not await replies.attempt_is_current(queued.request_id, queued.attempt):
             logger.info("Dropped %s attempt %s: cancelled, or dispatched again", queued.request_id, queued.attempt)
             return
+        view = journal.process_of(queued.reply_channel)
+        if await journal.dead({view}):
+            await journal.settle_orphan(view, queued.request_id, completion_tokens=0)
+            return
         spec = queued.spec
         job = HandedJob(
             id=secrets.token_urlsafe(12),
@@ -225,7 +239,9 @@ class NodeDispatcher:
         try:
             kind = message.get("type")
             if kind == JOB_EVENTS:
-                await self._reply(job, {"type": replies.EVENTS, "events": self._events(job, message)})
+                events = self._events(job, message)
+                await self._reply(job, {"type": replies.EVENTS, "events": events})
+                job.relayed_tokens += sum(count_tokens(event["t"]) for event in events)
             elif kind == JOB_VECTORS:
                 await self._reply(job, self._vectors(job, message))
             elif kind == JOB_DONE:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from gpucloud.openai_errors import ApiError
 from inference.calls import InferenceCall
+from inference.metering import CLIENT_CLOSED
 
 SYSTEM_FINGERPRINT = "fp_gpucloud"
 
@@ -55,7 +56,9 @@ class CompletionResponse:
         }
 
     async def collect(self) -> dict:
+        """The whole completion, its usage with the request's cost (settled before it is returned)."""
         n = self.call.job.n
+        meter = self.call.meter
         texts, reasons = [""] * n, [None] * n
         try:
             async for event in self.call.events():
@@ -66,11 +69,16 @@ class CompletionResponse:
                 if event["f"]:
                     reasons[event["i"]] = event["f"]
         except ApiError as error:
-            await self.call.meter.record(error.status, error.code)
+            await asyncio.shield(meter.record(error.status, error.code))
             raise
-        await self.call.meter.record(200)
+        except asyncio.CancelledError:
+            # The client went away before the answer was whole: stop the worker; nothing to charge.
+            await asyncio.shield(self.call.cancel())
+            await asyncio.shield(meter.record(CLIENT_CLOSED, "client_closed_request"))
+            raise
+        await asyncio.shield(meter.record(200))
         choices = [self.whole_choice(i, text, reasons[i] or "stop") for i, text in enumerate(texts)]
-        return {**self._envelope(self.object_whole, choices), "usage": self.call.usage}
+        return {**self._envelope(self.object_whole, choices), "usage": meter.usage(self.call.usage)}
 
     def _chunk(self, choices: list[dict]) -> dict:
         chunk = self._envelope(self.object_chunk, choices)
@@ -96,12 +104,14 @@ class CompletionResponse:
                 status, error_code = error.status, error.code
                 yield _sse(error.as_dict())
             else:
+                # Settled before the usage chunk, which carries the cost.
+                await asyncio.shield(meter.record(200))
                 if self.include_usage:
-                    yield _sse({**self._chunk([]), "usage": self.call.usage})
+                    yield _sse({**self._chunk([]), "usage": meter.usage(self.call.usage)})
             yield _sse("[DONE]")
         except (asyncio.CancelledError, GeneratorExit):
-            # The client went away: stop the worker, and meter what was produced so far.
-            status, error_code = 499, "client_closed_request"
+            # The client went away: stop the worker, and bill the text it was sent so far.
+            status, error_code = CLIENT_CLOSED, "client_closed_request"
             await asyncio.shield(self.call.cancel())
             raise
         finally:

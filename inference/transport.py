@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from accounts.models import ApiKey
 from deployments.models import Deployment
 from gpucloud.openai_errors import ApiError, service_unavailable
-from inference import jobqueue, replies
+from inference import jobqueue, journal, replies
 from inference.metering import UsageMeter
 
 logger = logging.getLogger(__name__)
@@ -85,8 +85,29 @@ class QueuedCall:
         self.channel = await self.layer.new_channel()
         # One reader drains the reply channel into a queue, so waiting with timeouts is cancel-safe.
         self.reader = asyncio.create_task(self._read())
+        try:
+            await journal.open_entry(self.request_id, self._journal_entry())
+        except BROKER_ERRORS as error:
+            await self.close()
+            logger.warning("Could not journal %s: %s", self.request_id, error)
+            raise broker_unavailable() from None
         await self._dispatch(self.priority)
         await self._next(settings.INFERENCE_QUEUE_TIMEOUT, waiting_for_worker=True)
+
+    def _journal_entry(self) -> dict:
+        """What settling this request needs if this process dies before it does."""
+        meter, api_key = self.meter, self.meter.request.api_key
+        reservation = getattr(meter, "reservation", None)
+        return {
+            "user": api_key.user_id,
+            "api_key": api_key.pk,
+            "endpoint": meter.endpoint,
+            "model": meter.model_name,
+            "deployment": meter.deployment,
+            "stream": meter.stream,
+            "prompt_tokens": meter.prompt_tokens,
+            "reservation": reservation.as_dict() if reservation is not None else None,
+        }
 
     async def _read(self) -> None:
         try:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
+from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -18,9 +20,17 @@ from deployments.selectors import resolve_model, running_deployment_for, servabl
 from gpucloud.openai_errors import ApiError, invalid_request, model_not_found, service_unavailable
 from inference.calls import EmbeddingCall, InferenceCall
 from inference.metering import UsageMeter
-from inference.responses import ChatCompletion, TextCompletion
+from inference.responses import ChatCompletion, CompletionResponse, TextCompletion
 from inference.transport import PRIORITY_BY_TIER
-from inference.validation import parse_chat_request, parse_completion_request, parse_embedding_request
+from inference.validation import (
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    GenerationRequest,
+    parse_chat_request,
+    parse_completion_request,
+    parse_embedding_request,
+)
 from nodeprotocol import EmbeddingJob, GenerationJob
 from nodeprotocol.jobs import unpack_floats
 from nodeprotocol.tokens import count_chat_tokens, count_tokens
@@ -77,6 +87,41 @@ def request_body(request) -> bytes:
         ) from None
 
 
+# Bodies larger than this are read, parsed, validated and counted in a worker thread: a few large
+# bodies must not stall the event loop, and with it every other request of this process.
+OFF_LOOP_BODY_BYTES = 64 * 1024
+
+
+async def read_body(request, parse: Callable[[bytes], tuple]) -> tuple:
+    """``parse(body)``: on the event loop for a small body, in a worker thread for a large one."""
+    try:
+        size = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        size = 0
+    if size > OFF_LOOP_BODY_BYTES:
+        return await sync_to_async(lambda: parse(request_body(request)), thread_sensitive=False)()
+    return parse(request_body(request))
+
+
+def _chat_body(body: bytes) -> tuple[ChatRequest, str, int]:
+    """The chat request, its prompt as one text, and its prompt tokens."""
+    chat = parse_chat_request(body)
+    prompt = "\n".join(f"{m['role']}: {m['content']}" for m in chat.messages)
+    return chat, prompt, count_chat_tokens(chat.messages)
+
+
+def _completion_body(body: bytes) -> tuple[CompletionRequest, list[int]]:
+    """The completion request and each prompt's tokens."""
+    params = parse_completion_request(body)
+    return params, [count_tokens(p) for p in params.prompts]
+
+
+def _embedding_body(body: bytes) -> tuple[EmbeddingRequest, list[int]]:
+    """The embeddings request and each input's tokens."""
+    params = parse_embedding_request(body)
+    return params, [count_tokens(text) for text in params.inputs]
+
+
 def check_model_task(model: CatalogModel, task: str) -> None:
     """400 when the model does not do what the endpoint asks (a chat model asked for embeddings, …)."""
     if model.task == task:
@@ -111,10 +156,48 @@ def _priority(api_key: ApiKey) -> int:
     return PRIORITY_BY_TIER.get(api_key.priority, PRIORITY_BY_TIER[ApiKey.Priority.STANDARD])
 
 
+def _max_tokens(
+    params: GenerationRequest, model: CatalogModel, *, longest_prompt: int, choices: int, param: str
+) -> int:
+    """Each choice's ``max_tokens``: the client's, within the context and the per-request cap on
+    generated tokens (400 naming the param otherwise); by default the room left in the context,
+    within that cap."""
+    room = model.context_length - longest_prompt
+    if room < (params.max_tokens or 1):
+        raise invalid_request(
+            f"This model's maximum context length is {model.context_length} tokens; your prompt takes "
+            f"{longest_prompt} and you asked for {params.max_tokens or 1} more. Shorten the prompt or lower "
+            "max_tokens.",
+            param=param,
+            code="context_length_exceeded",
+        )
+    cap = settings.MAX_GENERATED_TOKENS_PER_REQUEST
+    if params.max_tokens is None:
+        return max(min(room, cap // choices), 1)
+    if choices * params.max_tokens > cap:
+        factors = f"n ({params.n})" if choices == params.n else f"n ({params.n}) x {choices // params.n} prompts"
+        raise invalid_request(
+            f"This request may generate up to {factors} x max_tokens ({params.max_tokens}) = "
+            f"{choices * params.max_tokens} tokens; at most {cap} are allowed per request. Lower max_tokens "
+            f"(at most {max(cap // choices, 1)} here) or n, or split the request.",
+            param="max_tokens",
+        )
+    return params.max_tokens
+
+
 async def _dispatch(
-    request, meter: UsageMeter, params, *, prompt: str, prompts: list[str], prompt_tokens: int, **job_fields
+    request,
+    meter: UsageMeter,
+    params: GenerationRequest,
+    *,
+    prompt: str,
+    prompts: list[str],
+    prompt_tokens: int,
+    longest_prompt: int,
+    **job_fields,
 ):
-    """Resolve the model, check access and context, and hand the job to a GPU worker.
+    """Resolve the model, check access, context and size, admit the request, and hand the job to
+    a GPU worker.
 
     ``params`` is a validated ChatRequest or CompletionRequest; ``job_fields`` go into the job.
     Returns the started call and the model.
@@ -122,17 +205,10 @@ async def _dispatch(
     meter.stream = params.stream
     model, deployment = await _resolve(request, meter, params.model, Task.CHAT)
     meter.prompt_tokens = prompt_tokens
-    longest_prompt = max((count_tokens(p) for p in prompts), default=prompt_tokens)
-    room = model.context_length - longest_prompt
-    if room < (params.max_tokens or 1):
-        raise invalid_request(
-            f"This model's maximum context length is {model.context_length} tokens; your prompt takes "
-            f"{longest_prompt} and you asked for {params.max_tokens or 1} more. Shorten the prompt or lower "
-            "max_tokens.",
-            param="prompt" if prompts else "messages",
-            code="context_length_exceeded",
-        )
     n = params.n * max(len(prompts), 1)
+    max_tokens = _max_tokens(
+        params, model, longest_prompt=longest_prompt, choices=n, param="prompt" if prompts else "messages"
+    )
     job = GenerationJob(
         request_id=request.request_id,
         model=model.model_id,
@@ -141,7 +217,7 @@ async def _dispatch(
         prompt=prompt,
         prompts=prompts,
         prompt_tokens=prompt_tokens,
-        max_tokens=params.max_tokens or room,
+        max_tokens=max_tokens,
         max_tokens_given=params.max_tokens is not None,
         temperature=params.temperature,
         top_p=params.top_p,
@@ -153,53 +229,74 @@ async def _dispatch(
         seed_given=params.seed is not None,
         **job_fields,
     )
+    # Before the job is queued: the worst case of every choice together is reserved.
+    await meter.admit(model, prompt_tokens=prompt_tokens, max_tokens=n * max_tokens)
     call = InferenceCall(meter, deployment, job, priority=_priority(request.api_key), stream=params.stream)
-    await call.submit()
+    await _submit(call)
     return call, model
 
 
-async def _respond(completion, stream: bool):
+async def _submit(call) -> None:
+    """Queue the call and wait for a node to take it; a client gone meanwhile takes it off the queue."""
+    try:
+        await call.submit()
+    except asyncio.CancelledError:
+        await asyncio.shield(call.cancel())
+        raise
+
+
+async def _respond(completion: CompletionResponse, stream: bool):
+    meter = completion.call.meter
     if stream:
         response = StreamingHttpResponse(completion.stream(), content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
-        return response
-    return JsonResponse(await completion.collect())
+    else:
+        response = JsonResponse(await completion.collect())
+    return _with_billing_headers(response, meter)
+
+
+def _with_billing_headers(response, meter: UsageMeter):
+    """The token rate-limit headers, and on a whole (not streamed) answer its cost in USD."""
+    if meter.cost is not None and not isinstance(response, StreamingHttpResponse):
+        response["x-request-cost"] = f"{meter.cost:f}"
+    for name, value in meter.headers().items():
+        response[name] = value
+    return response
 
 
 @api_key_required(ApiKey.Scope.INFERENCE, methods=("POST",))
 async def chat_completions(request):
     meter = UsageMeter(request, endpoint="chat.completions")
-    try:
-        chat = parse_chat_request(request_body(request))
-        prompt = "\n".join(f"{m['role']}: {m['content']}" for m in chat.messages)
+    async with meter.failures():
+        chat, prompt, prompt_tokens = await read_body(request, _chat_body)
         call, model = await _dispatch(
             request,
             meter,
             chat,
             prompt=prompt,
             prompts=[],
-            prompt_tokens=count_chat_tokens(chat.messages),
+            prompt_tokens=prompt_tokens,
+            longest_prompt=prompt_tokens,
             messages=chat.messages,
         )
-    except ApiError as error:
-        await meter.record(error.status, error.code)
-        raise
     return await _respond(ChatCompletion(call, model.model_id, include_usage=chat.include_usage), chat.stream)
 
 
 @api_key_required(ApiKey.Scope.INFERENCE, methods=("POST",))
 async def completions(request):
     meter = UsageMeter(request, endpoint="completions")
-    try:
-        params = parse_completion_request(request_body(request))
-        prompt_tokens = sum(count_tokens(p) for p in params.prompts)
+    async with meter.failures():
+        params, counts = await read_body(request, _completion_body)
         call, model = await _dispatch(
-            request, meter, params, prompt=params.prompts[0], prompts=params.prompts, prompt_tokens=prompt_tokens
+            request,
+            meter,
+            params,
+            prompt=params.prompts[0],
+            prompts=params.prompts,
+            prompt_tokens=sum(counts),
+            longest_prompt=max(counts),
         )
-    except ApiError as error:
-        await meter.record(error.status, error.code)
-        raise
     # Choice i answers prompt i // n; with echo it starts with that prompt.
     echoed = [params.prompts[i // params.n] if params.echo else "" for i in range(call.job.n)]
     completion = TextCompletion(call, model.model_id, include_usage=params.include_usage, echoed=echoed)
@@ -209,10 +306,9 @@ async def completions(request):
 @api_key_required(ApiKey.Scope.INFERENCE, methods=("POST",))
 async def embeddings(request):
     meter = UsageMeter(request, endpoint="embeddings")
-    try:
-        params = parse_embedding_request(request_body(request))
+    async with meter.failures():
+        params, counts = await read_body(request, _embedding_body)
         model, deployment = await _resolve(request, meter, params.model, Task.EMBEDDING)
-        counts = [count_tokens(text) for text in params.inputs]
         meter.prompt_tokens = sum(counts)
         for index, count in enumerate(counts):
             if count > model.context_length:
@@ -222,14 +318,19 @@ async def embeddings(request):
                     param="input" if len(counts) == 1 else f"input[{index}]",
                     code="context_length_exceeded",
                 )
+        await meter.admit(model, prompt_tokens=meter.prompt_tokens, max_tokens=0)
         job = EmbeddingJob(
             request_id=request.request_id,
             model=model.model_id,
             texts=params.inputs,
         )
         call = EmbeddingCall(meter, deployment, job, priority=_priority(request.api_key))
-        await call.submit()
-        vectors, usage = await call.result()
+        await _submit(call)
+        try:
+            vectors, usage = await call.result()
+        except asyncio.CancelledError:
+            await asyncio.shield(call.cancel())
+            raise
         dimensions = len(vectors[0]) // 4
         if params.dimensions is not None and params.dimensions != dimensions:
             raise invalid_request(
@@ -237,21 +338,19 @@ async def embeddings(request):
                 f"leave out 'dimensions' or set it to {dimensions}.",
                 param="dimensions",
             )
-    except ApiError as error:
-        await meter.record(error.status, error.code)
-        raise
-    await meter.record(200)
+        await asyncio.shield(meter.record(200))
     if params.encoding_format == "base64":
         encoded = [base64.b64encode(vector).decode("ascii") for vector in vectors]
     else:
         encoded = [unpack_floats(vector) for vector in vectors]
     data = [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(encoded)]
     prompt_tokens = usage["prompt_tokens"]
-    return JsonResponse(
+    response = JsonResponse(
         {
             "object": "list",
             "data": data,
             "model": model.model_id,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+            "usage": meter.usage({"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}),
         }
     )
+    return _with_billing_headers(response, meter)

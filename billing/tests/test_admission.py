@@ -54,21 +54,35 @@ def reserved(user) -> dict:
     return {k.decode(): int(v) for k, v in get_redis().hgetall(res).items() if not k.startswith(b"r:")}
 
 
-def in_threads(count: int, work) -> list:
-    """Run work(i) in ``count`` threads started together; returns each result or exception."""
-    results = [None] * count
-    barrier = threading.Barrier(count)
+# PostgreSQL allows 100 connections and every thread holds one: more threads than this take turns.
+MAX_THREADS = 40
 
-    def run(index):
+
+def in_threads(count: int, work) -> list:
+    """Run work(i) for i < ``count`` in up to MAX_THREADS threads started together, each taking the
+    next i as soon as it is done; returns each result or exception."""
+    results = [None] * count
+    threads_count = min(count, MAX_THREADS)
+    barrier = threading.Barrier(threads_count)
+    indices = iter(range(count))
+    lock = threading.Lock()
+
+    def run():
         try:
             barrier.wait()
-            results[index] = work(index)
-        except Exception as error:
-            results[index] = error
+            while True:
+                with lock:
+                    index = next(indices, None)
+                if index is None:
+                    return
+                try:
+                    results[index] = work(index)
+                except Exception as error:
+                    results[index] = error
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(count)]
+    threads = [threading.Thread(target=run) for _ in range(threads_count)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -229,6 +243,25 @@ def test_max_parallel_is_never_exceeded(account, model, make_key):
     assert (refusal.status, refusal.code, refusal.headers["Retry-After"]) == (429, "rate_limit_exceeded", "1")
     admission.release(next(r for r in results if isinstance(r, admission.Reservation)))
     admit(api_key, model, "req_after", prompt_tokens=1, max_tokens=1)
+
+
+def test_an_account_has_at_most_its_share_of_requests_in_flight_over_all_its_keys(account, model, make_key, settings):
+    settings.ACCOUNT_MAX_IN_FLIGHT = 3
+    first, _ = make_key(account)
+    second, _ = make_key(account, name="second key")
+    held = [admit(first, model, "req_a1"), admit(second, model, "req_a2"), admit(second, model, "req_a3")]
+
+    with pytest.raises(AdmissionRefused) as refused:
+        admit(first, model, "req_a4")
+    assert (refused.value.reason, refused.value.code, refused.value.status) == (
+        "account_parallel",
+        "rate_limit_exceeded",
+        429,
+    )
+    assert "3 requests in flight" in str(refused.value)
+
+    admission.release(held[0])
+    admit(first, model, "req_a4")  # room again
 
 
 def test_tpm_holds_to_the_token(account, model, make_key):

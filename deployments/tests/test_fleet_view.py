@@ -9,6 +9,7 @@ from deployments.fleet import join_token_create, node_register
 from deployments.models import WorkerNode
 from deployments.selectors import fleet_snapshot
 from gpucloud.redis_client import get_redis
+from inference import jobqueue
 from nodeprotocol import VERSION as PROTOCOL
 
 pytestmark = pytest.mark.django_db
@@ -88,14 +89,24 @@ def test_it_renders_the_live_snapshot(client, staff, catalog):
 
 def test_it_shows_queue_depth(client, staff, catalog):
     deployment = catalog[0]
-    redis = get_redis()
-    redis.rpush(deployment.queue_name, "a", "b")
-    redis.rpush(f"{deployment.queue_name}:3", "c")  # a lower priority tier counts too
+    queues = [jobqueue.account_queue(deployment.queue_name, account) for account in (1, 2)]
+    for account, priority in [(1, 0), (1, 0), (2, 3)]:  # two accounts, and a lower priority tier
+        jobqueue.enqueue(
+            queue=deployment.queue_name,
+            account=account,
+            priority=priority,
+            request_id=f"req_{account}_{priority}",
+            attempt=1,
+            kind="generate",
+            spec={},
+            reply_channel="specific.x!y",
+            limits={},
+        )
     try:
         client.force_login(staff)
         response = client.get(URL)
     finally:
-        redis.delete(deployment.queue_name, f"{deployment.queue_name}:3")
+        get_redis().delete(deployment.queue_name, *jobqueue.priority_keys(queues))
     waiting = {q["deployment"]: q["waiting"] for q in response.context["snapshot"]["queues"]}
     assert waiting[deployment.name] == 3
     assert response.context["totals"]["waiting"] == 3

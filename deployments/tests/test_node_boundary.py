@@ -242,3 +242,17 @@ def test_a_real_node_keeps_its_secrets_out_of_sight(fleet, tmp_path):
     assert fleet.join_token not in command_line  # nor the join token on the command line
     for secret in _broker_secrets(fleet):
         assert secret not in environ and secret not in command_line
+
+
+def test_malformed_messages_are_dropped_and_the_node_keeps_its_socket(live):
+    node = ProtocolNode(live, "garbler", serve=False).connect()
+    try:
+        node.next("welcome")
+        for garbage in ("not json", "[" * 100_000 + "]" * 100_000, '{"type": "heartbeat", "slots": 1e999}', "[]"):
+            node.ws.send(garbage)
+        # Still connected and heard: a report of a replica it does not have is answered.
+        node.send({"type": "heartbeat", "slots": 1, "replicas": {"0": {"state": "running"}}, "gpus": []})
+        node.next("assign")
+        assert node.closed is None
+    finally:
+        node.close()

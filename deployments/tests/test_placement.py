@@ -113,6 +113,26 @@ def test_a_silent_node_counts_as_offline(model, settings):
     assert Deployment.objects.get(pk=deployment.pk).status == "scheduling"
 
 
+def test_silence_while_heartbeats_could_not_be_recorded_unplaces_nothing(model, settings):
+    """After a database outage every node looks silent until its next heartbeat: keep their replicas."""
+    from deployments.presence import INTERRUPTED_KEY, heartbeats_interrupt
+    from gpucloud.redis_client import get_redis
+
+    quiet = node(80, name="quiet")
+    deployment = deployment_create(name="d", model=model)
+    WorkerNode.objects.filter(pk=quiet.pk).update(
+        last_heartbeat_at=timezone.now() - timezone.timedelta(seconds=settings.WORKER_OFFLINE_AFTER + 30)
+    )
+    heartbeats_interrupt()
+    try:
+        placement.reconcile()
+        assert placed(deployment) == [("quiet", [0])]
+    finally:
+        get_redis().delete(INTERRUPTED_KEY)
+    placement.reconcile()  # once heartbeats are recorded again, silence means absence again
+    assert placed(deployment) == []
+
+
 def test_status_follows_the_replicas_reports(model):
     node(80)
     deployment = deployment_update(deployment=deployment_create(name="d", model=model), replicas=2)

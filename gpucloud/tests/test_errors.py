@@ -170,3 +170,27 @@ def test_the_500_page_is_styled(rf):
     from gpucloud.views import server_error
 
     _assert_dashboard_page(server_error(rf.get("/keys/")), 500, "went wrong")
+
+
+def test_a_database_outage_is_a_503_the_client_may_retry(client, settings, monkeypatch):
+    from django.db import OperationalError
+
+    import inference.views
+
+    def down(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(inference.views, "servable_models", down)
+    from django.contrib.auth import get_user_model
+
+    from accounts.services import api_key_create
+
+    owner = get_user_model().objects.create_user("outage", "o@example.com", "a long password here")
+    _, key = api_key_create(user=owner, name="k", scopes=("inference",))
+    client.raise_request_exception = False
+
+    response = client.get("/v1/models", headers={"authorization": f"Bearer {key}"})
+
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.json()["error"]["code"] == "platform_unavailable"

@@ -9,6 +9,7 @@ import json
 import math
 import struct
 from decimal import Decimal
+from types import SimpleNamespace
 
 import openai
 import pytest
@@ -139,6 +140,7 @@ def test_a_request_whose_node_is_lost_is_dispatched_again(rf):
 
     request = rf.post("/v1/embeddings")
     request.request_id = "req_embed_redispatch"
+    request.api_key = SimpleNamespace(pk=1, user_id=1)
     meter = UsageMeter(request, endpoint="embeddings")
     deployment = Deployment(name="embed-redispatch-test", engine="simulated")
     job = EmbeddingJob(request_id=request.request_id, model=EMBED_MODEL, texts=["a", "b"])
