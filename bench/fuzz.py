@@ -405,8 +405,15 @@ def send_raw(url: str, key: str, totals: Totals) -> None:
         # Answered by Twisted or Daphne before Django: not under the OpenAI-shape rule (recorded apart).
         path = "/v1/" if b"json" in content_type.encode() else "raw"
         record(totals, group, path, status, {"content-type": content_type}, body, name)
-        answered_by = "the application" if "json" in content_type else "Twisted/Daphne"
-        totals.raw.append(f"{name}: {status} {content_type or '(no content type)'} from {answered_by}")
+        if "json" in content_type:
+            answered_by = "from the application"
+        elif not content_type:
+            answered_by = "(bare: from Twisted)"
+        elif status == 408:
+            answered_by = "(gpucloud.daphne's read deadline)"
+        else:
+            answered_by = "(HTML: Daphne, or the application outside /v1 and /api)"
+        totals.raw.append(f"{name}: {status} {content_type} {answered_by}")
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -422,7 +429,7 @@ def report(totals: Totals, elapsed: float) -> bool:
         histogram = ", ".join(f"{status}: {n}" for status, n in sorted(statuses.items(), key=lambda kv: str(kv[0])))
         print(f"  {group:<{width}}  {sum(statuses.values()):>5}  {histogram}")
     print("\nOverall: " + ", ".join(f"{s}: {n}" for s, n in sorted(overall.items(), key=lambda kv: str(kv[0]))))
-    print("\nRaw requests (answered before the application when it is Twisted/Daphne: not OpenAI-shaped)")
+    print("\nRaw requests (a bare or HTML answer comes from before the application: not OpenAI-shaped)")
     for line in totals.raw:
         print(f"  {line}")
     print(f"\n5xx caused by client input: {len(totals.client_5xx)}")

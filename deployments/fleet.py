@@ -70,17 +70,22 @@ def _find(model, kind: str, plaintext: str, prefix_field: str, hash_field: str):
     return row
 
 
-@transaction.atomic
 def node_register(
     *, token: str, name: str, host: str, engine: str, slots: int, gpus: list[dict], protocol: object = None
 ) -> tuple[WorkerNode, str]:
     """Register a node with a join token; returns the node and its own credential (shown once)."""
     check_protocol(protocol)
+    # Checked before any write, so that a flood of bad tokens never takes the database's write lock.
     join_token = _find(JoinToken, JOIN_TOKEN_KIND, token, "prefix", "hashed_token")
     if join_token is None:
         raise Refused("This join token is not valid. Ask the operator for a join token (manage.py createjointoken).")
     if not join_token.is_active:
         raise Refused("This join token has been revoked. Ask the operator for a new one.")
+    return _node_create(join_token, name=name, host=host, engine=engine, slots=slots, gpus=gpus)
+
+
+@transaction.atomic
+def _node_create(join_token: JoinToken, *, name: str, host: str, engine: str, slots: int, gpus: list[dict]):
     credential = new_credential(NODE_CREDENTIAL_KIND)
     node = WorkerNode.objects.create(
         name=f"pending-{credential.prefix}",
@@ -92,7 +97,7 @@ def node_register(
         credential_prefix=credential.prefix,
         hashed_credential=credential.hashed,
     )
-    # Unique and recognisable; it is also the Celery worker's name, which usage records show.
+    # Unique and recognisable: usage records and the fleet pages show it.
     node.name = f"{name}-{node.pk}"
     node.save(update_fields=["name"])
     return node, credential.plaintext

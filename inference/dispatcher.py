@@ -18,6 +18,7 @@ import contextlib
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ from nodeprotocol.tokens import count_tokens
 logger = logging.getLogger(__name__)
 
 POP_TIMEOUT_SECONDS = 1
+KEYS_FRESH_SECONDS = 0.5
 # How long a relay waits, step by step, for room in a web process's reply channels (~30 s in all).
 BACKPRESSURE_SECONDS = (0.01, 0.02, 0.05, 0.1, 0.2) + (0.5,) * 58
 ERROR_STATUSES = frozenset({400, 404, 408, 413, 422, 429, 500, 502, 503, 504})
@@ -100,6 +102,9 @@ class NodeDispatcher:
         self._puller: asyncio.Task | None = None
         self._redis: aioredis.Redis | None = None
         self._turn = 0  # accounts take turns: their order rotates on every pop
+        self._accounts: list[str] = []
+        self._keys_for: list[str] = []
+        self._keys_at = 0.0
 
     # --- what the consumer tells it ----------------------------------------------------------
 
@@ -171,8 +176,7 @@ class NodeDispatcher:
                 self._capacity.clear()
                 continue
             try:
-                self._turn += 1
-                keys = await jobqueue.take_keys(self._redis, queues, self._turn)
+                keys = await self._keys(queues)
                 popped = await self._redis.brpop(keys, timeout=POP_TIMEOUT_SECONDS)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as error:
                 logger.warning("Job queue unreachable for %s (%s); retrying", self.node_name, error)
@@ -187,7 +191,8 @@ class NodeDispatcher:
                 await self._redis.rpush(key, raw)
                 continue
             queued = jobqueue.decode(key, raw)
-            if queued is None:
+            if queued is None:  # a wake-up: an account started queueing
+                self._keys_at = 0.0
                 continue
             try:
                 await self._hand(queued, self.serving[queued.queue])
@@ -197,14 +202,20 @@ class NodeDispatcher:
                 logger.exception("Could not hand %s to %s", queued.request_id, self.node_name)
                 await asyncio.sleep(0.5)
 
+    async def _keys(self, queues: list[str]) -> list[str]:
+        """The lists to pop from, the accounts' order turned by one on every pop. Which accounts
+        have jobs is read again every KEYS_FRESH_SECONDS, or at once after a wake-up."""
+        self._turn += 1
+        if queues != self._keys_for or time.monotonic() - self._keys_at > KEYS_FRESH_SECONDS:
+            self._accounts = await jobqueue.active_accounts(self._redis, queues)
+            self._keys_for, self._keys_at = queues, time.monotonic()
+        return jobqueue.take_keys(self._accounts, queues, self._turn)
+
     async def _hand(self, queued: jobqueue.QueuedJob, replica_id: int) -> None:
         if not await replies.attempt_is_current(queued.request_id, queued.attempt):
             logger.info("Dropped %s attempt %s: cancelled, or dispatched again", queued.request_id, queued.attempt)
             return
-        view = journal.process_of(queued.reply_channel)
-        if await journal.dead({view}):
-            await journal.settle_orphan(view, queued.request_id, completion_tokens=0)
-            return
+        # (A job whose view's process died meanwhile is stopped at its node's next heartbeat.)
         spec = queued.spec
         job = HandedJob(
             id=secrets.token_urlsafe(12),

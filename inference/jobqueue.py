@@ -3,7 +3,8 @@
 Views enqueue a job as the Celery task ``inference.job`` with the key's priority, on the queue of
 its deployment and account (``deployment.<name>.a<account id>``), and note that queue as active
 for the deployment (a sorted set, by time). No Celery worker executes it: the dispatcher of a node
-with a free slot pops it (:func:`take_keys` then BRPOP) and hands it to that node over its socket.
+with a free slot pops it (:func:`active_accounts`, :func:`take_keys`, then BRPOP) and hands it to
+that node over its socket.
 Popping reads kombu's Redis layout — a list per queue and priority step, ``<queue>`` for 0 and
 ``<queue><sep><step>`` for the others — most urgent priority first, as a Celery worker would; within
 a priority the accounts take turns (the dispatcher rotates their order on every pop), so a burst
@@ -93,14 +94,18 @@ def enqueue(
         get_redis().lpush(queue, WAKE)
 
 
-async def take_keys(redis, queues: list[str], turn: int) -> list[str]:
-    """The lists to BRPOP for a node serving ``queues``: priority first; within it, accounts take
-    turns (``turn`` rotates their order); last, the deployments' own lists, where wake-ups come."""
+async def active_accounts(redis, queues: list[str]) -> list[str]:
+    """The account queues of ``queues`` that had jobs within the active window."""
     pipe = redis.pipeline(transaction=False)
     for queue in queues:
         pipe.zrangebyscore(_active_key(queue), time.time() - _active_window(), "+inf")
-    members = [m.decode() for found in await pipe.execute() for m in found]
-    accounts = sorted(members)
+    return sorted(m.decode() for found in await pipe.execute() for m in found)
+
+
+def take_keys(accounts: list[str], queues: list[str], turn: int) -> list[str]:
+    """The lists to BRPOP for a node serving ``queues``: priority first; within it, the
+    ``accounts`` take turns (``turn`` rotates their order); last, the deployments' own lists,
+    where wake-ups come."""
     if accounts:
         turn %= len(accounts)
         accounts = accounts[turn:] + accounts[:turn]

@@ -160,8 +160,11 @@ class QueuedCall:
                     type="server_error",
                     code="worker_timeout",
                 )
+            # Liveness is checked only once a node holds the attempt: thousands of requests waiting
+            # in the queue do not wake every half second for nothing.
+            timeout = min(remaining, LIVENESS_CHECK_SECONDS) if self.job_id else remaining
             try:
-                message = await asyncio.wait_for(self.inbox.get(), min(remaining, LIVENESS_CHECK_SECONDS))
+                message = await asyncio.wait_for(self.inbox.get(), timeout)
             except TimeoutError:
                 if self.job_id and not await self._lease_held():
                     raise WorkerLost(self.meter.worker) from None

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import BASE_DIR, _free_port, node_environment, wait_for
 from deployments.models import Deployment
+from gpucloud.daphne import command as daphne_command
 from inference.models import UsageRecord
 
 pytestmark = [
@@ -76,11 +77,7 @@ def test_a_node_that_reaches_only_the_web_port_joins_and_serves_streams(fleet, n
     name, address = namespace
     port = _free_port()
     env = {**fleet.env, "ALLOWED_HOSTS": f"127.0.0.1,localhost,{address}"}
-    web = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", address, "-p", str(port), "gpucloud.asgi:application"],
-        env=env,
-        cwd=BASE_DIR,
-    )
+    web = subprocess.Popen(daphne_command(address, port), env=env, cwd=BASE_DIR)
     node = None
     try:
         wait_for(lambda: _answers(f"http://{address}:{port}/health") or web.poll() is not None, timeout=30)

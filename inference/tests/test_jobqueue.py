@@ -53,7 +53,8 @@ def _pop_all() -> list[jobqueue.QueuedJob]:
         try:
             while True:
                 turn += 1
-                item = await redis.brpop(await jobqueue.take_keys(redis, QUEUES, turn), timeout=1)
+                keys = jobqueue.take_keys(await jobqueue.active_accounts(redis, QUEUES), QUEUES, turn)
+                item = await redis.brpop(keys, timeout=1)
                 if item is None:
                     return popped
                 job = jobqueue.decode(item[0].decode(), item[1])
@@ -100,13 +101,14 @@ def test_a_new_account_wakes_a_waiting_dispatcher():
     async def scenario():
         redis = aioredis.Redis.from_url(settings.REDIS_URL)
         try:
-            keys = await jobqueue.take_keys(redis, QUEUES, 0)  # computed before anyone queued
+            keys = jobqueue.take_keys(await jobqueue.active_accounts(redis, QUEUES), QUEUES, 0)  # before anyone queued
             waiting = asyncio.create_task(redis.brpop(keys, timeout=5))
             await asyncio.sleep(0.1)
             await asyncio.to_thread(_enqueue, QUEUES[0], 3, "req_new", BOB)
             key, raw = await waiting
             assert (key.decode(), raw) == (QUEUES[0], jobqueue.WAKE)
-            item = await redis.brpop(await jobqueue.take_keys(redis, QUEUES, 1), timeout=1)
+            keys = jobqueue.take_keys(await jobqueue.active_accounts(redis, QUEUES), QUEUES, 1)
+            item = await redis.brpop(keys, timeout=1)
             return jobqueue.decode(item[0].decode(), item[1])
         finally:
             await redis.aclose()
