@@ -28,3 +28,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/boundary.py
 	$(PY) bench/fuzz.py
 	$(PY) bench/recovery.py
+	$(PY) bench/admission.py

@@ -135,6 +135,7 @@ class Side:
 
     name: str
     checkout: Path
+    billing: bool = False
     process: subprocess.Popen | None = None
     url: str = ""
     key: str = ""
@@ -150,6 +151,7 @@ class Side:
         self.var_dir.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k not in DROPPED_VARIABLES}
         env["PYTHONUNBUFFERED"] = "1"
+        env["BILLING_ENABLED"] = "true" if self.billing else "false"
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115 -- closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-c", HELPER, str(self.var_dir), self.name, MODEL, str(SLOTS)],
@@ -427,17 +429,27 @@ def main() -> None:
     parser.add_argument("--c32-requests", type=int, default=640, help="per side and round")
     parser.add_argument("--streams", type=int, default=10, help="256-token streams at c=1, per side and round")
     parser.add_argument("--concurrent-streams", type=int, default=48, help="streams at c=16, per side and round")
+    parser.add_argument(
+        "--with-billing",
+        action="store_true",
+        help="keep billing (admission and charges) on the after side; off by default, so the figures "
+        "compare the node protocol path alone with the path before it, which had no billing",
+    )
     args = parser.parse_args()
 
     started = time.monotonic()
     ensure_before_checkout()
     VAR_ROOT.mkdir(parents=True, exist_ok=True)
     seeds = stream_seeds(max(args.streams, args.concurrent_streams))
-    sides = [Side("before", BEFORE_DIR), Side("after", BASE_DIR)]
+    sides = [Side("before", BEFORE_DIR), Side("after", BASE_DIR, billing=args.with_billing)]
     figures = {side.name: Figures() for side in sides}
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"boundary benchmark: before = {BEFORE_COMMIT} ({BEFORE_DIR}), after = {BASE_DIR}; load average {load}")
+    billing = "on" if args.with_billing else "off"
+    print(
+        f"boundary benchmark: before = {BEFORE_COMMIT} ({BEFORE_DIR}), after = {BASE_DIR} (billing {billing}); "
+        f"load average {load}"
+    )
     try:
         for side in sides:
             side.launch()

@@ -3,7 +3,8 @@
 Starts a private platform (bench/harness.py: SQLite and an embedded Redis in var/bench/, or
 DATABASE_URL/REDIS_URL if set; Daphne, then GPU workers joined with a join token) with
 SIMULATED_ENGINE_INSTANT=true, then sends requests at concurrency 1 and 32 and prints p50/p95
-latency and requests per second.
+latency and requests per second, once with billing on (admission and charges) and once with it
+off, side by side.
 
     .venv/bin/python bench/gateway.py [--requests 400] [--workers 1] [--slots 32] [--max-tokens 16]
 """
@@ -37,26 +38,33 @@ def main() -> None:
     exit_on_sigterm()
     setup_django()
     body = chat_body(MODEL, "Benchmark the gateway.", args.max_tokens)
-    with (
-        embedded_redis_running(),
-        Platform(workers=args.workers, slots=args.slots, instant=True, models=[MODEL], label="gateway") as platform,
-    ):
-        platform.warm_up(MODEL)
-        print(
-            f"gateway benchmark: {args.requests} non-streaming requests per level, instant simulated engine, "
-            f"{args.workers} worker(s) x {args.slots} slots, max_tokens={args.max_tokens}, "
-            f"{os.cpu_count()} CPU cores (client, Daphne, workers and Redis share them)"
-        )
-        print(f"{'concurrency':>11} {'ok':>6} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8}")
-        for concurrency in (1, 32):
-            load = run_load(platform.url, platform.key, body=body, total=args.requests, concurrency=concurrency)
-            r = asyncio.run(load)
-            print(
-                f"{concurrency:>11} {len(r.ok):>6} {r.errors:>6} "
-                f"{r.latency_ms(50):>8.1f} {r.latency_ms(95):>8.1f} {r.rps:>8.1f}"
-                + (f"   errors: {r.error_kinds}" if r.errors else ""),
-                flush=True,
-            )
+    print(
+        f"gateway benchmark: {args.requests} non-streaming requests per level, instant simulated engine, "
+        f"{args.workers} worker(s) x {args.slots} slots, max_tokens={args.max_tokens}, "
+        f"{os.cpu_count()} CPU cores (client, Daphne, workers and Redis share them); billing on, then off"
+    )
+    print(f"{'billing':>8} {'concurrency':>11} {'ok':>6} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} {'req/s':>8}")
+    with embedded_redis_running():
+        for billing in ("on", "off"):
+            env = {"BILLING_ENABLED": "true" if billing == "on" else "false"}
+            with Platform(
+                workers=args.workers,
+                slots=args.slots,
+                instant=True,
+                models=[MODEL],
+                label=f"gateway-{billing}",
+                env=env,
+            ) as platform:
+                platform.warm_up(MODEL)
+                for concurrency in (1, 32):
+                    load = run_load(platform.url, platform.key, body=body, total=args.requests, concurrency=concurrency)
+                    r = asyncio.run(load)
+                    print(
+                        f"{billing:>8} {concurrency:>11} {len(r.ok):>6} {r.errors:>6} "
+                        f"{r.latency_ms(50):>8.1f} {r.latency_ms(95):>8.1f} {r.rps:>8.1f}"
+                        + (f"   errors: {r.error_kinds}" if r.errors else ""),
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -258,8 +258,11 @@ def settle(
             cost=cost,
             **usage_fields,
         )
-        api_key = ApiKey.objects.select_related("user").get(pk=reservation.api_key_id)
-        services.request_charge(user=api_key.user, request_id=reservation.request_id, cost=record.cost, api_key=api_key)
+        if settings.BILLING_ENABLED:  # off (benchmarks only): usage is recorded, nobody is charged
+            api_key = ApiKey.objects.select_related("user").get(pk=reservation.api_key_id)
+            services.request_charge(
+                user=api_key.user, request_id=reservation.request_id, cost=record.cost, api_key=api_key
+            )
         used = prompt_tokens + completion_tokens if charge else 0
         unused = max(reservation.prompt_tokens + reservation.max_tokens - used, 0)
         # After the charge is applied (on_commit callbacks run in order): never a moment with neither.

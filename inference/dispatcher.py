@@ -97,6 +97,10 @@ class NodeDispatcher:
         # queue -> id of this node's replica that serves it (only replicas it reports running)
         self.serving: dict[str, int] = {}
         self.jobs: dict[str, HandedJob] = {}
+        # Jobs popped and being handed over (each in a task of its own: a hand-over takes several
+        # Redis round trips, which must not hold up the next pop); they take slots meanwhile.
+        self._handing = 0
+        self._handoffs: set[asyncio.Task] = set()
         self._capacity = asyncio.Event()
         self._closing = False
         self._puller: asyncio.Task | None = None
@@ -161,7 +165,7 @@ class NodeDispatcher:
     # --- taking work --------------------------------------------------------------------------
 
     def _check_capacity(self) -> None:
-        if len(self.jobs) < self.slots and not self.draining and self.serving:
+        if len(self.jobs) + self._handing < self.slots and not self.draining and self.serving:
             self._capacity.set()
         else:
             self._capacity.clear()
@@ -172,7 +176,7 @@ class NodeDispatcher:
             if self._closing:
                 return
             queues = sorted(self.serving)
-            if not queues or len(self.jobs) >= self.slots or self.draining:
+            if not queues or len(self.jobs) + self._handing >= self.slots or self.draining:
                 self._capacity.clear()
                 continue
             try:
@@ -194,13 +198,22 @@ class NodeDispatcher:
             if queued is None:  # a wake-up: an account started queueing
                 self._keys_at = 0.0
                 continue
-            try:
-                await self._hand(queued, self.serving[queued.queue])
-            except Exception:
-                # Redis or the channel layer failed mid-hand-over: the view's wait for a node
-                # times out (or its lease lapses) and it answers the client; keep serving.
-                logger.exception("Could not hand %s to %s", queued.request_id, self.node_name)
-                await asyncio.sleep(0.5)
+            self._handing += 1
+            self._check_capacity()
+            handoff = asyncio.create_task(self._hand_off(queued, self.serving[queued.queue]))
+            self._handoffs.add(handoff)
+            handoff.add_done_callback(self._handoffs.discard)
+
+    async def _hand_off(self, queued: jobqueue.QueuedJob, replica_id: int) -> None:
+        try:
+            await self._hand(queued, replica_id)
+        except Exception:
+            # Redis or the channel layer failed mid-hand-over: the view's wait for a node
+            # times out (or its lease lapses) and it answers the client; keep serving.
+            logger.exception("Could not hand %s to %s", queued.request_id, self.node_name)
+        finally:
+            self._handing -= 1
+            self._check_capacity()
 
     async def _keys(self, queues: list[str]) -> list[str]:
         """The lists to pop from, the accounts' order turned by one on every pop. Which accounts
