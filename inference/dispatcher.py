@@ -225,7 +225,7 @@ class NodeDispatcher:
         return jobqueue.take_keys(self._accounts, queues, self._turn)
 
     async def _hand(self, queued: jobqueue.QueuedJob, replica_id: int) -> None:
-        if not await replies.attempt_is_current(queued.request_id, queued.attempt):
+        if not await replies.attempt_claim(queued.request_id, queued.attempt):
             logger.info("Dropped %s attempt %s: cancelled, or dispatched again", queued.request_id, queued.attempt)
             return
         # (A job whose view's process died meanwhile is stopped at its node's next heartbeat.)
@@ -239,7 +239,6 @@ class NodeDispatcher:
         self.jobs[job.id] = job
         self._check_capacity()
         try:
-            await replies.leases_renew({queued.request_id: queued.attempt})
             await self._reply(
                 job,
                 {"type": replies.DISPATCHED, "node": self.node_name, "session": self.session_channel, "job": job.id},

@@ -76,10 +76,24 @@ async def lease_release(request_id: str, attempt: int) -> None:
     await get_async_redis().eval(_RELEASE, 1, _lease_key(request_id), attempt, ENDED_LEASE_MS)
 
 
+async def attempt_claim(request_id: str, attempt: int) -> bool:
+    """For a dispatcher handing an attempt to a node: if it is still current, take its lease (one
+    round trip); False when it was cancelled or dispatched again."""
+    keys = [_state_key(request_id), _lease_key(request_id)]
+    ttl = round(settings.WORKER_OFFLINE_AFTER * 1000)
+    return bool(await get_async_redis().eval(_CLAIM, 2, *keys, attempt, ttl))
+
+
 async def lease_held(request_id: str, attempt: int) -> bool:
     current = await get_async_redis().get(_lease_key(request_id))
     return current is not None and int(current) == attempt
 
+
+_CLAIM = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
