@@ -29,3 +29,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/fuzz.py
 	$(PY) bench/recovery.py
 	$(PY) bench/admission.py
+	$(PY) bench/eventloop.py
