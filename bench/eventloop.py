@@ -1,7 +1,7 @@
 """Benchmark: does a web process stay responsive while it takes in large request bodies?
 
 Starts a private platform (bench/harness.py), then sends a few large chat bodies at once (by
-default 3 × 30 MB: one message of 30 MB of text, which the server parses, validates and counts)
+default 3 x 30 MB: one message of 30 MB of text, which the server parses, validates and counts)
 while another client asks ``GET /health`` every 20 ms, and prints /health's latency before and
 during the large bodies (p50, p95, max) and what the large requests got.
 
