@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from billing.selectors import reconciliation_differences
 from conftest import IsolatedPlatform, long_seeds, wait_for
 from deployments.models import Deployment, Replica
 from inference.models import UsageRecord
@@ -98,7 +99,9 @@ def test_streams_in_flight_end_cleanly_and_the_platform_heals_after_a_redis_rest
     wait_for(served, timeout=10, interval=0.5, message="a request to succeed again")
     assert sorted(Replica.objects.values_list("deployment_id", "node_id")) == placed_before
     assert set(Deployment.objects.values_list("status", flat=True)) == {Deployment.Status.RUNNING}
-    # Every stream is metered, with what became of it.
+    # Every stream is metered, with what became of it, and billed for what it was sent: no charge
+    # lost, none counted twice.
     for outcome in outcomes:
         record = wait_for(lambda o=outcome: UsageRecord.objects.filter(request_id=o["request_id"]).first(), timeout=10)
         assert record.status_code in (200, 502, 503)
+    assert reconciliation_differences() == []
