@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -61,6 +62,8 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
     node_id: int | None = None
     node_name = ""
     leaving = False
+    _beating: asyncio.Task | None = None
+    _next_beat: dict | None = None
     dispatcher: NodeDispatcher | None = None
 
     async def connect(self):
@@ -122,11 +125,41 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
             return
         kind = content.get("type")
         if kind == HEARTBEAT:
-            await self.heartbeat(content)
+            # The node is alive: its jobs' leases are renewed at once. The heartbeat's database work
+            # runs beside the node's output (one at a time, the latest heartbeat next), never in
+            # front of it: a database slow under load must not stall every stream of the node.
+            await self._renew_leases()
+            self._next_beat = content
+            if self._beating is None or self._beating.done():
+                self._beating = asyncio.create_task(self._record_heartbeats())
         elif isinstance(kind, str) and kind.startswith("job."):
             await self.dispatcher.receive(content)
         elif kind == LEAVING:
             self.leaving = True
+
+    async def dispatch(self, message):
+        """As channels does, without its thread hop to close old database connections before every
+        message: every database call here goes through database_sync_to_async, which does that
+        itself, and at thousands of node messages a second that hop (through the one thread all
+        consumers share) was the bottleneck, stalling every node's output behind any slow query."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def _renew_leases(self) -> None:
+        try:
+            await self.dispatcher.renew_leases()
+        except RedisError as error:
+            logger.warning("Could not renew the leases of %s's jobs: %s", self.node_name, error)
+
+    async def _record_heartbeats(self) -> None:
+        while self._next_beat is not None:
+            content, self._next_beat = self._next_beat, None
+            try:
+                await self.heartbeat(content)
+            except Exception:
+                logger.exception("Could not handle a heartbeat of %s", self.node_name)
 
     async def heartbeat(self, content: dict) -> None:
         telemetry = clean_heartbeat({**content, "in_flight": len(self.dispatcher.jobs)})  # ours, not its claim
@@ -143,10 +176,6 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
                 await database_sync_to_async(heartbeats_interrupt)()
             return
         self.dispatcher.update(slots=telemetry["slots"], draining=telemetry["draining"], serving=serving)
-        try:
-            await self.dispatcher.renew_leases()
-        except RedisError as error:
-            logger.warning("Could not renew the leases of %s's jobs: %s", self.node_name, error)
         if sorted(telemetry["replicas"]) != sorted(str(r["id"]) for r in assignment):
             await self.send_json({"type": ASSIGN, "replicas": assignment})
 
@@ -166,6 +195,10 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(node_group(self.node_id), self.channel_name)
         # Its jobs go elsewhere at once, then the node is offline, then the last pop is settled.
         await self.dispatcher.close()
+        self._next_beat = None
+        if self._beating is not None:  # a heartbeat being recorded must not land after the disconnection
+            with contextlib.suppress(Exception):
+                await self._beating
         await database_sync_to_async(node_disconnected)(self.node_id, left=self.leaving)
         await self.dispatcher.stop()
 

@@ -14,6 +14,8 @@ streams in one process that is most of a CPU. Here:
 
 - ``send()`` to a channel is one Lua script (expire old messages, check capacity, add, refresh the
   key's expiry), in the same layout, so nothing else changes;
+- a message for a channel of this very process, received on this event loop, is handed over
+  directly (the capacity still applies);
 - the specific channels of this process are read by one reader task per event loop, which takes
   up to ``RECEIVE_BATCH`` messages per round trip (blocking only when there are none) and hands
   each to its channel's local queue; ``receive()`` just waits on that queue. While more than
@@ -161,6 +163,8 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         assert isinstance(message, dict), "message is not a dict"
         assert self.require_valid_channel_name(channel), "Channel name not valid"
         assert "__asgi_channel__" not in message
+        if self._deliver_locally(channel, message):
+            return
         key = channel
         if "!" in channel:
             message = {**message, "__asgi_channel__": channel}
@@ -181,6 +185,21 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         )
         if not added:
             raise ChannelFull()
+
+    def _deliver_locally(self, channel: str, message: dict) -> bool:
+        """A channel of this process that is being received on this event loop (a view and the
+        dispatcher of its job's node in one web process) gets the message directly: no Redis round
+        trip, which would hold up the sender's next message. Same capacity, same ChannelFull."""
+        if "!" not in channel or not channel.startswith(f"specific.{self.client_prefix}!"):
+            return False
+        receiver = self._receivers.get(asyncio.get_running_loop())
+        if receiver is None or receiver.task.done() or channel not in receiver.queues:
+            return False
+        if receiver.buffered >= self.get_capacity(channel):
+            raise ChannelFull()
+        receiver.queues[channel].put_nowait(dict(message))
+        receiver.buffered += 1
+        return True
 
     async def receive(self, channel):
         if "!" not in channel or self.ring_size != 1:

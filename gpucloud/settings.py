@@ -273,6 +273,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = envint("DATA_UPLOAD_MAX_MEMORY_SIZE", 32 * 1024 * 
 # How long a request waits for a worker to pick it up, and for each next piece of output.
 INFERENCE_QUEUE_TIMEOUT = envfloat("INFERENCE_QUEUE_TIMEOUT", 30.0)
 INFERENCE_STREAM_TIMEOUT = envfloat("INFERENCE_STREAM_TIMEOUT", 60.0)
+# Requests a web process settles (usage record and charge, one transaction each) at once; the rest
+# wait their turn, so that thousands of streams ending together do not starve other writers.
+INFERENCE_SETTLE_CONCURRENCY = envint("INFERENCE_SETTLE_CONCURRENCY", 4)
 # GPU nodes heartbeat over /ws/workers/ this often; one silent for WORKER_OFFLINE_AFTER seconds
 # is offline, and the requests it was running are dispatched again. (The simulated engine's
 # SIMULATED_ENGINE_INSTANT is read by the node from its own environment.)

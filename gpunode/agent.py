@@ -30,6 +30,7 @@ from nodeprotocol import (
     CLOSE_UNKNOWN,
     HEARTBEAT,
     JOB,
+    JOB_DONE,
     JOB_ERROR,
     LEAVING,
     REFUSED,
@@ -143,7 +144,7 @@ class NodeAgent:
     async def _heartbeats(self, ws) -> None:
         while True:
             try:
-                await self.send(self.heartbeat())
+                await self.send(self.heartbeat(), urgent=True)
             except OutputLost:
                 return
             if self.draining and not self.jobs:
@@ -155,11 +156,22 @@ class NodeAgent:
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
 
-    async def send(self, message: dict) -> None:
+    async def send(self, message: dict, *, urgent: bool = False) -> None:
+        """Send a message; job output waits its turn for the socket. An ``urgent`` one (the
+        heartbeat) goes out at once, ahead of output waiting for a slow platform: otherwise the
+        backpressure of hundreds of streams would delay it past WORKER_OFFLINE_AFTER, and the node
+        would be taken for gone. (websockets writes each message whole, so sends may overlap.)"""
         ws = self._ws
         if ws is None:
             raise OutputLost("not connected")
+        if message.get("type") in (JOB_DONE, JOB_ERROR):
+            # The platform frees the slot when this arrives and may hand over a new job at once,
+            # while this send still waits for a slow socket: the slot is free from now on.
+            self.jobs.pop(str(message.get("job")), None)
         try:
+            if urgent:
+                await ws.send(json.dumps(message))
+                return
             async with self._send_lock:
                 await ws.send(json.dumps(message))
         except ConnectionClosed as closed:

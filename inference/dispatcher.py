@@ -45,6 +45,8 @@ from nodeprotocol.tokens import count_tokens
 logger = logging.getLogger(__name__)
 
 POP_TIMEOUT_SECONDS = 1
+LEASE_RENEW_SECONDS = 1.0
+STRAY_LOG_SECONDS = 60.0
 KEYS_FRESH_SECONDS = 0.5
 # How long a relay waits, step by step, for room in a web process's reply channels (~30 s in all).
 BACKPRESSURE_SECONDS = (0.01, 0.02, 0.05, 0.1, 0.2) + (0.5,) * 58
@@ -100,6 +102,8 @@ class NodeDispatcher:
         # Jobs popped and being handed over (each in a task of its own: a hand-over takes several
         # Redis round trips, which must not hold up the next pop); they take slots meanwhile.
         self._handing = 0
+        self._renewed_at = 0.0
+        self._stray, self._stray_logged_at = 0, -STRAY_LOG_SECONDS
         self._handoffs: set[asyncio.Task] = set()
         self._capacity = asyncio.Event()
         self._closing = False
@@ -132,6 +136,18 @@ class NodeDispatcher:
                 await journal.settle_orphan(
                     process, job.queued.request_id, completion_tokens=job.relayed_tokens, worker=self.node_name
                 )
+
+    async def _renew_on_output(self) -> None:
+        """Output from the node shows it alive as well as its heartbeat does: renew its jobs' leases
+        (at most every LEASE_RENEW_SECONDS). Under load the heartbeat waits in line behind the
+        output this process has yet to read, and must not let the leases lapse meanwhile."""
+        now = time.monotonic()
+        if now - self._renewed_at < LEASE_RENEW_SECONDS:
+            return
+        self._renewed_at = now
+        leases = {job.queued.request_id: job.queued.attempt for job in self.jobs.values()}
+        with contextlib.suppress(RedisError):
+            await replies.leases_renew(leases)
 
     async def close(self) -> None:
         """The socket closed: stop taking work, and tell the views of unfinished jobs they are lost."""
@@ -256,8 +272,19 @@ class NodeDispatcher:
     async def receive(self, message: dict) -> None:
         """A ``job.*`` message from the node: checked against its job, then relayed to the view."""
         job = self.jobs.get(message.get("job")) if isinstance(message.get("job"), str) else None
+        await self._renew_on_output()
         if job is None:
-            logger.warning("Node %s sent %s for a job it does not hold; dropped", self.node_name, message.get("type"))
+            # Output of a job cancelled a moment ago is normal (the node stops when the cancel
+            # reaches it): logged once a minute at most, since under load it comes in thousands.
+            self._stray += 1
+            if time.monotonic() - self._stray_logged_at > STRAY_LOG_SECONDS:
+                self._stray_logged_at = time.monotonic()
+                logger.warning(
+                    "Node %s sent %d message(s) for jobs it does not hold (cancelled, or never handed to it); dropped",
+                    self.node_name,
+                    self._stray,
+                )
+                self._stray = 0
             return
         try:
             kind = message.get("type")

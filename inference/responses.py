@@ -5,13 +5,32 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import AsyncIterator
+
+from django.conf import settings
 
 from gpucloud.openai_errors import ApiError
 from inference.calls import InferenceCall
 from inference.metering import CLIENT_CLOSED
 
 SYSTEM_FINGERPRINT = "fp_gpucloud"
+
+
+# Each request's usage is settled in a database transaction of its own, in a thread of its own.
+# Thousands of streams ending together would all queue on the database's write lock at once (and
+# on the GIL), starving every other writer, the nodes' heartbeats among them: a few at a time go
+# through faster.
+_settling: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+async def _record(meter, status: int, error_code: str | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    slots = _settling.get(loop)
+    if slots is None:
+        slots = _settling[loop] = asyncio.Semaphore(settings.INFERENCE_SETTLE_CONCURRENCY)
+    async with slots:
+        await meter.record(status, error_code)
 
 
 def _sse(data: dict | str) -> bytes:
@@ -69,14 +88,14 @@ class CompletionResponse:
                 if event["f"]:
                     reasons[event["i"]] = event["f"]
         except ApiError as error:
-            await asyncio.shield(meter.record(error.status, error.code))
+            await asyncio.shield(_record(meter, error.status, error.code))
             raise
         except asyncio.CancelledError:
             # The client went away before the answer was whole: stop the worker; nothing to charge.
             await asyncio.shield(self.call.cancel())
-            await asyncio.shield(meter.record(CLIENT_CLOSED, "client_closed_request"))
+            await asyncio.shield(_record(meter, CLIENT_CLOSED, "client_closed_request"))
             raise
-        await asyncio.shield(meter.record(200))
+        await asyncio.shield(_record(meter, 200))
         choices = [self.whole_choice(i, text, reasons[i] or "stop") for i, text in enumerate(texts)]
         return {**self._envelope(self.object_whole, choices), "usage": meter.usage(self.call.usage)}
 
@@ -105,7 +124,7 @@ class CompletionResponse:
                 yield _sse(error.as_dict())
             else:
                 # Settled before the usage chunk, which carries the cost.
-                await asyncio.shield(meter.record(200))
+                await asyncio.shield(_record(meter, 200))
                 if self.include_usage:
                     yield _sse({**self._chunk([]), "usage": meter.usage(self.call.usage)})
             yield _sse("[DONE]")
@@ -115,7 +134,7 @@ class CompletionResponse:
             await asyncio.shield(self.call.cancel())
             raise
         finally:
-            await asyncio.shield(meter.record(status, error_code))
+            await asyncio.shield(_record(meter, status, error_code))
 
 
 class ChatCompletion(CompletionResponse):

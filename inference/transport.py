@@ -17,6 +17,7 @@ from asgiref.sync import sync_to_async
 from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import close_old_connections, connection
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -32,7 +33,10 @@ logger = logging.getLogger(__name__)
 # after its node died goes first, since it has waited already.
 PRIORITY_BY_TIER = {ApiKey.Priority.HIGH: 0, ApiKey.Priority.STANDARD: 3, ApiKey.Priority.LOW: 6}
 RETRY_PRIORITY = 0
-LIVENESS_CHECK_SECONDS = 0.5
+# How long a view waits for output before checking its attempt's lease (a Redis read): often
+# enough to notice a lost node within a second of its lease lapsing, rarely enough that thousands
+# of slow streams do not read Redis between every two tokens.
+LIVENESS_CHECK_SECONDS = 1.0
 # What the job queue and the Channels layer raise while Redis is unreachable.
 BROKER_ERRORS = (RedisError, OperationalError, ChannelFull, OSError)
 BROKEN = "transport.broken"  # put in the inbox by the reader when the reply channel fails
@@ -45,6 +49,13 @@ def broker_unavailable() -> ApiError:
         type="server_error",
         code="platform_unavailable",
     )
+
+
+def _release_connection() -> None:
+    """Close this thread's database connection unless it is kept (CONN_MAX_AGE) or in a
+    transaction (a test's)."""
+    if not connection.in_atomic_block:
+        close_old_connections()
 
 
 class WorkerLost(Exception):
@@ -80,6 +91,10 @@ class QueuedCall:
 
     async def submit(self) -> None:
         """Enqueue the job and wait until a node has it; 503 if none takes it in time."""
+        # The request's database connection (its own thread's) is idle from here until usage is
+        # recorded, maybe minutes later: give it back meanwhile. Thousands of streams holding one
+        # each cost hundreds of MB (a SQLite connection's caches) and as many descriptors.
+        await sync_to_async(_release_connection)()
         # The default prefix: channels_redis receives every specific channel of this process from
         # one Redis key per prefix, under one lock, so a second prefix would starve behind consumers'.
         self.channel = await self.layer.new_channel()
