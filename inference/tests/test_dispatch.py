@@ -58,7 +58,8 @@ def test_no_worker_idles_while_requests_wait(fleet, make_key):
     )
     assert len(results) == 8
     assert set(workers) == nodes
-    assert all(count == 4 for count in workers.values()), workers
+    # Both take their share; a node whose requests end sooner may take one more (pull-based).
+    assert min(workers.values()) >= 3, workers
     # 8 requests on 4 slots are two rounds of ~0.7 s; serial would be eight.
     assert elapsed < 6 * 0.7
 
