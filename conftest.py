@@ -17,6 +17,8 @@ import httpx
 import pytest
 from django.conf import settings
 
+from gpucloud.node_environment import node_environment
+
 BASE_DIR = Path(__file__).resolve().parent
 
 
@@ -213,15 +215,6 @@ class LivePlatform:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-# What a server's environment has and a GPU node's must not need.
-SERVER_ONLY_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "API_KEY_HASH_SECRET", "DJANGO_SETTINGS_MODULE")
-
-
-def node_environment() -> dict:
-    """The environment of a GPU node process: this one's, less everything of the server side."""
-    return {k: v for k, v in os.environ.items() if k not in SERVER_ONLY_VARIABLES}
 
 
 def _free_port() -> int:

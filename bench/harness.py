@@ -41,19 +41,12 @@ from typing import IO
 
 import httpx
 
+from gpucloud.node_environment import node_environment
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var" / "bench"
 LOG_DIR = VAR_DIR / "logs"
 MODELS = ("llama-3.1-8b-instruct", "mistral-7b-instruct-v0.3", "qwen2.5-72b-instruct")
-# The server's configuration, which a GPU node never gets (as in runplatform and the tests).
-SERVER_ONLY_VARIABLES = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "SECRET_KEY",
-    "API_KEY_HASH_SECRET",
-    "DJANGO_SETTINGS_MODULE",
-    "GPUCLOUD_VAR_DIR",
-)
 
 
 def setup_django() -> None:
@@ -286,14 +279,13 @@ class Platform:
 
     def node_environment(self, env: dict[str, str] | None = None) -> dict[str, str]:
         """A node's environment: this process's, less the server's settings, plus the join token."""
-        return {
-            **{k: v for k, v in os.environ.items() if k not in SERVER_ONLY_VARIABLES},
-            "LOG_LEVEL": "WARNING",
-            "SIMULATED_ENGINE_INSTANT": "true" if self.instant else "false",
-            "GPUCLOUD_JOIN_TOKEN": self.join_token,
+        return node_environment(
+            LOG_LEVEL="WARNING",
+            SIMULATED_ENGINE_INSTANT="true" if self.instant else "false",
+            GPUCLOUD_JOIN_TOKEN=self.join_token,
             **self.extra_node_env,
             **(env or {}),
-        }
+        )
 
     def start_worker(
         self, name: str | None = None, slots: int | None = None, *args: str, env: dict[str, str] | None = None

@@ -1,7 +1,7 @@
 """Which GPU workers are alive, kept in Redis by the /ws/workers/ consumer on every heartbeat.
 
-A sorted set maps worker names to their last heartbeat time, so "is this worker alive?" (asked by
-views waiting on a worker, and by /health) is one Redis call.
+A sorted set maps node names to their last heartbeat time, so "which nodes are alive?" (asked by
+/health) is one Redis call.
 """
 
 from __future__ import annotations
@@ -21,11 +21,6 @@ def worker_seen(name: str) -> None:
 
 def worker_gone(name: str) -> None:
     get_redis().zrem(WORKERS_KEY, name)
-
-
-def worker_alive(name: str) -> bool:
-    seen = get_redis().zscore(WORKERS_KEY, name)
-    return seen is not None and seen >= time.time() - settings.WORKER_OFFLINE_AFTER
 
 
 def live_workers() -> list[str]:

@@ -28,11 +28,10 @@ from deployments.services import demo_catalog_ensure, demo_embeddings_ensure
 from gpucloud import embedded_redis
 from gpucloud.credentials import matches, split_credential
 from gpucloud.daphne import command as daphne_command
+from gpucloud.node_environment import node_environment
 
 DEMO_ADMIN = "admin"
 DAPHNE_CRASHES_TO_GIVE_UP = 3
-# The server's configuration, which a GPU node never gets.
-SERVER_ONLY_VARIABLES = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "API_KEY_HASH_SECRET", "DJANGO_SETTINGS_MODULE")
 
 
 def ml_extras_installed() -> bool:
@@ -119,7 +118,6 @@ class Command(BaseCommand):
     def start_node(server: str, token_file: Path, name: str, *args: str) -> subprocess.Popen:
         """A GPU node process (``python -m gpunode``); its state (credential) stays in var/nodes/<name>,
         so a restart brings back the same node."""
-        env = {k: v for k, v in os.environ.items() if k not in SERVER_ONLY_VARIABLES}
         command = [
             sys.executable,
             "-m",
@@ -130,7 +128,7 @@ class Command(BaseCommand):
             f"--state-dir={settings.VAR_DIR / 'nodes' / name}",
             *args,
         ]
-        return subprocess.Popen(command, env=env, cwd=settings.BASE_DIR)
+        return subprocess.Popen(command, env=node_environment(), cwd=settings.BASE_DIR)
 
     def supervise(self, base: str, start_server, server: subprocess.Popen, workers: list[subprocess.Popen]) -> None:
         """Run until interrupted. Says the platform is ready once every demo model is served. A
