@@ -56,7 +56,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
 class ApiKeyCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     scopes = serializers.ListField(child=serializers.CharField(max_length=20), default=[ApiKey.Scope.INFERENCE])
-    rpm = serializers.IntegerField(min_value=1, required=False)
+    rpm = serializers.IntegerField(min_value=1, max_value=ApiKey.RPM_MAX, required=False)
     allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), default=list)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     max_budget = serializers.DecimalField(
@@ -64,21 +64,25 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     )
     budget_period = serializers.ChoiceField(choices=ApiKey.BudgetPeriod.choices, default=ApiKey.BudgetPeriod.MONTH)
     budget_soft_percent = serializers.IntegerField(min_value=1, max_value=100, default=80)
-    tpm = serializers.IntegerField(min_value=1, allow_null=True, default=None)
-    max_parallel = serializers.IntegerField(min_value=1, allow_null=True, default=None)
+    tpm = serializers.IntegerField(min_value=1, max_value=ApiKey.TPM_MAX, allow_null=True, default=None)
+    max_parallel = serializers.IntegerField(
+        min_value=1, max_value=ApiKey.MAX_PARALLEL_MAX, allow_null=True, default=None
+    )
 
 
 class ApiKeyUpdateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100, required=False)
-    rpm = serializers.IntegerField(min_value=1, required=False)
+    rpm = serializers.IntegerField(min_value=1, max_value=ApiKey.RPM_MAX, required=False)
     allowed_models = serializers.ListField(child=serializers.CharField(max_length=200), required=False)
     max_budget = serializers.DecimalField(
         max_digits=18, decimal_places=8, min_value=Decimal("0"), allow_null=True, required=False
     )
     budget_period = serializers.ChoiceField(choices=ApiKey.BudgetPeriod.choices, required=False)
     budget_soft_percent = serializers.IntegerField(min_value=1, max_value=100, required=False)
-    tpm = serializers.IntegerField(min_value=1, allow_null=True, required=False)
-    max_parallel = serializers.IntegerField(min_value=1, allow_null=True, required=False)
+    tpm = serializers.IntegerField(min_value=1, max_value=ApiKey.TPM_MAX, allow_null=True, required=False)
+    max_parallel = serializers.IntegerField(
+        min_value=1, max_value=ApiKey.MAX_PARALLEL_MAX, allow_null=True, required=False
+    )
 
 
 def _validation_error(error: DjangoValidationError) -> serializers.ValidationError:

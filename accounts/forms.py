@@ -9,7 +9,7 @@ from deployments.models import CatalogModel
 class ApiKeyCreateForm(forms.Form):
     name = forms.CharField(max_length=100)
     rpm = forms.IntegerField(
-        label="Requests per minute", min_value=1, max_value=100_000, initial=settings.API_KEY_DEFAULT_RPM
+        label="Requests per minute", min_value=1, max_value=ApiKey.RPM_MAX, initial=settings.API_KEY_DEFAULT_RPM
     )
     scopes = forms.MultipleChoiceField(
         choices=ApiKey.Scope.choices, widget=forms.CheckboxSelectMultiple, initial=[ApiKey.Scope.INFERENCE]
@@ -35,10 +35,15 @@ class ApiKeyCreateForm(forms.Form):
         label="Tokens per minute (optional)",
         required=False,
         min_value=1,
+        max_value=ApiKey.TPM_MAX,
         help_text="Prompt plus max_tokens; empty for no limit.",
     )
     max_parallel = forms.IntegerField(
-        label="Requests in flight (optional)", required=False, min_value=1, help_text="Empty for no limit."
+        label="Requests in flight (optional)",
+        required=False,
+        min_value=1,
+        max_value=ApiKey.MAX_PARALLEL_MAX,
+        help_text="Empty for no limit.",
     )
     expires_at = forms.DateTimeField(
         label="Expires (optional)",

@@ -23,12 +23,20 @@ class ApiKey(models.Model):
         STANDARD = 1, "Standard"
         HIGH = 2, "High"
 
+    # Upper bounds of the per-key limits, for every way a key is made or changed (form, REST, admin):
+    # far above any real use, and inside the columns (and the admission Lua's numbers) that hold them.
+    RPM_MAX = 100_000
+    TPM_MAX = 1_000_000_000
+    MAX_PARALLEL_MAX = 10_000
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     hashed_key = models.CharField(max_length=64, editable=False)
     scopes = models.JSONField(default=list)
-    rpm = models.PositiveIntegerField("requests per minute", default=60)
+    rpm = models.PositiveIntegerField(
+        "requests per minute", default=60, validators=[MinValueValidator(1), MaxValueValidator(RPM_MAX)]
+    )
     priority = models.PositiveSmallIntegerField(
         choices=Priority.choices, default=Priority.STANDARD, help_text="Waiting requests of higher tiers run first."
     )
@@ -53,10 +61,18 @@ class ApiKey(models.Model):
         help_text="The dashboard raises a notice when the key has spent this share of its budget.",
     )
     tpm = models.PositiveIntegerField(
-        "tokens per minute", null=True, blank=True, help_text="Prompt plus max_tokens per minute; empty for no limit."
+        "tokens per minute",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(TPM_MAX)],
+        help_text="Prompt plus max_tokens per minute; empty for no limit.",
     )
     max_parallel = models.PositiveIntegerField(
-        "max requests in flight", null=True, blank=True, help_text="Empty for no limit."
+        "max requests in flight",
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_PARALLEL_MAX)],
+        help_text="Empty for no limit.",
     )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

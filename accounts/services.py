@@ -42,6 +42,8 @@ def rpm_check(rpm: int, *, allow_above_max: bool) -> None:
     """Refuse a requests-per-minute limit below 1, or above API_KEY_MAX_RPM unless staff set it."""
     if rpm < 1:
         raise ValidationError({"rpm": "The requests-per-minute limit must be at least 1."})
+    if rpm > ApiKey.RPM_MAX:
+        raise ValidationError({"rpm": f"The requests-per-minute limit can be at most {ApiKey.RPM_MAX}."})
     if rpm > settings.API_KEY_MAX_RPM and not allow_above_max:
         raise ValidationError(
             {
@@ -66,10 +68,14 @@ def limits_check(
         raise ValidationError(f"The budget period must be one of: {', '.join(ApiKey.BudgetPeriod.values)}.")
     if not 1 <= budget_soft_percent <= 100:
         raise ValidationError("The budget notice threshold is a percentage from 1 to 100.")
-    if tpm is not None and tpm < 1:
-        raise ValidationError("The tokens-per-minute limit must be at least 1 (leave it empty for no limit).")
-    if max_parallel is not None and max_parallel < 1:
-        raise ValidationError("The limit of requests in flight must be at least 1 (leave it empty for no limit).")
+    if tpm is not None and not 1 <= tpm <= ApiKey.TPM_MAX:
+        raise ValidationError(
+            f"The tokens-per-minute limit is from 1 to {ApiKey.TPM_MAX} (leave it empty for no limit)."
+        )
+    if max_parallel is not None and not 1 <= max_parallel <= ApiKey.MAX_PARALLEL_MAX:
+        raise ValidationError(
+            f"The limit of requests in flight is from 1 to {ApiKey.MAX_PARALLEL_MAX} (leave it empty for no limit)."
+        )
 
 
 def api_key_create(

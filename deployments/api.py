@@ -28,9 +28,9 @@ from nodeprotocol.gpus import GPU_PROFILE_CHOICES
 
 
 class GpuSerializer(serializers.Serializer):
-    index = serializers.IntegerField(min_value=0)
+    index = serializers.IntegerField(min_value=0, max_value=1024)
     name = serializers.CharField(max_length=100)
-    memory_total_mb = serializers.IntegerField(min_value=0)
+    memory_total_mb = serializers.IntegerField(min_value=0, max_value=64 * 1024 * 1024)  # 64 TiB
 
 
 class RegisterSerializer(serializers.Serializer):

@@ -189,3 +189,19 @@ def test_staff_go_above_the_cap(user, staff, settings):
     assert api_key_create(user=staff, name="ops", rpm=5000)[0].rpm == 5000
     # An operator's grant (e.g. manage.py createapikey) for a user.
     assert api_key_create(user=user, name="batch", rpm=5000, granted_by_staff=True)[0].rpm == 5000
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"rpm": ApiKey.RPM_MAX + 1},
+        {"rpm": 2**63},  # past any database integer column
+        {"tpm": ApiKey.TPM_MAX + 1},
+        {"tpm": 2**63},
+        {"max_parallel": ApiKey.MAX_PARALLEL_MAX + 1},
+    ],
+)
+def test_even_staff_stay_within_the_limits_bounds(staff, limits):
+    with pytest.raises(ValidationError):
+        api_key_create(user=staff, name="ops", **limits)
+    assert not ApiKey.objects.exists()

@@ -96,6 +96,16 @@ def test_it_refuses_an_rpm_above_the_accounts_cap(client, manager, settings):
     assert response.status_code == 400
 
 
+@pytest.mark.parametrize("field", ["rpm", "tpm", "max_parallel"])
+def test_a_limit_past_its_bound_is_a_400_not_a_500(client, manager, field):
+    """Found by the fuzz test: 2**63 overflowed the database's integer column."""
+    created = post(client, manager[1], {"name": "x", field: 2**63})
+    changed = patch(client, manager[1], manager[0].pk, {field: 2**63})
+
+    assert (created.status_code, created.json()["error"]["param"]) == (400, field)
+    assert (changed.status_code, changed.json()["error"]["param"]) == (400, field)
+
+
 def test_a_key_may_tighten_its_own_limits(client, manager):
     response = patch(client, manager[1], manager[0].pk, {"max_budget": "2.50", "tpm": 500, "max_parallel": 2})
 
