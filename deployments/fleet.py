@@ -11,7 +11,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from deployments import placement
-from deployments.models import JoinToken, Replica, WorkerNode
+from deployments.models import JoinToken, Replica, Trust, WorkerNode
 from deployments.presence import worker_gone, worker_seen
 from gpucloud.credentials import matches, new_credential, split_credential
 from nodeprotocol import version_refusal
@@ -94,6 +94,8 @@ def _node_create(join_token: JoinToken, *, name: str, host: str, engine: str, sl
         slots=slots,
         gpus=gpus,
         join_token=join_token,
+        trust=join_token.trust,
+        owner=join_token.created_by if join_token.trust == Trust.COMMUNITY else None,
         credential_prefix=credential.prefix,
         hashed_credential=credential.hashed,
     )

@@ -165,10 +165,24 @@ class Replica(models.Model):
         return f"{self.deployment.name} on {self.node.name}"
 
 
+class Trust(models.TextChoices):
+    """Whose machine a node is. ``trusted`` nodes are the operator's own; ``community`` nodes belong
+    to hosts (any user), speak only the node protocol, and are paid, checked and avoidable by
+    customers who ask for trusted capacity only."""
+
+    TRUSTED = "trusted", "Trusted (the operator's)"
+    COMMUNITY = "community", "Community (a host's)"
+
+
 class JoinToken(models.Model):
-    """Lets a GPU host join its machine to the fleet. Stored as a prefix and a keyed hash."""
+    """Lets a GPU host join its machine to the fleet. Stored as a prefix and a keyed hash. The nodes
+    it joins get its ``trust``: staff tokens make trusted nodes, hosts' tokens community nodes."""
 
     name = models.CharField(max_length=100)
+    trust = models.CharField(max_length=10, choices=Trust.choices, default=Trust.TRUSTED)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    max_uses = models.PositiveIntegerField(null=True, blank=True, help_text="Empty for no limit.")
+    uses = models.PositiveIntegerField(default=0, editable=False)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     hashed_token = models.CharField(max_length=64, editable=False)
     created_by = models.ForeignKey(
@@ -203,6 +217,15 @@ class WorkerNode(models.Model):
     slots = models.PositiveIntegerField(default=8, help_text="Requests the node runs at once.")
     gpus = models.JSONField(default=list, help_text="[{index, name, memory_total_mb}]")
     join_token = models.ForeignKey(JoinToken, null=True, on_delete=models.SET_NULL, related_name="nodes")
+    trust = models.CharField(max_length=10, choices=Trust.choices, default=Trust.TRUSTED, db_index=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_nodes",
+        help_text="The host whose machine this is (community nodes).",
+    )
     credential_prefix = models.CharField(max_length=16, unique=True, editable=False)
     hashed_credential = models.CharField(max_length=64, editable=False)
     credential_revoked_at = models.DateTimeField(null=True, blank=True)
