@@ -486,3 +486,73 @@ def _empty_billing_state(_redis):
     from billing.redis_state import forget_all
 
     forget_all()
+
+
+# --- Browser tests (Playwright driving Debian's Chromium) ------------------------------------
+
+CHROMIUM = Path(os.environ.get("GPUCLOUD_CHROMIUM", "/usr/bin/chromium"))
+VIEWPORTS = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+SCREENSHOTS = BASE_DIR / "var" / "screenshots"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so that fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium from the system (``apt-get install chromium``; .ci/run does), never a
+    browser download. Without it the browser tests skip, except in CI, where they fail."""
+    if not CHROMIUM.exists():
+        message = f"no Chromium at {CHROMIUM}: apt-get install chromium (or set GPUCLOUD_CHROMIUM)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread, which Django would take for an async
+    # context and refuse the tests' own database queries in.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(params=list(VIEWPORTS))
+def browser_page(request, browser, live):
+    """A fresh browser tab on the live platform, once at desktop and once at phone width
+    (``page.viewport_name``). A failing test leaves a full-page screenshot in var/screenshots/."""
+    name = request.param
+    context = browser.new_context(viewport=VIEWPORTS[name], base_url=live.url, is_mobile=name == "phone")
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    page.viewport_name = name
+    yield page
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{request.node.name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        print(f"screenshot of the failure: {path}")
+    context.close()
+
+
+def browser_login(page, username: str, password: str) -> None:
+    """Log in through the dashboard's login form, as a person would."""
+    page.goto("/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url(lambda url: "/login/" not in url)
+
+
+@pytest.fixture
+def logged_in_page(browser_page, live):
+    """``browser_page`` with the live platform's (staff) user logged in."""
+    browser_login(browser_page, live.user.username, "live user password")
+    return browser_page
