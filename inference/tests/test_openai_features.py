@@ -1,5 +1,7 @@
 """Tools, structured outputs and logprobs through the official OpenAI SDK, against a live Daphne and
-a real GPU node process running the simulated engine."""
+real GPU node processes: ``llama-3.1-8b-instruct`` on the simulated engine, and ``proxy-llama`` on
+the openai engine, whose upstream is the live platform itself (so every feature passes through a
+node's openai engine, the platform's API, and back)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from gpunode.tests.test_openai_engine import openai_deployments  # noqa: F401  (a fixture)
+
 pytestmark = pytest.mark.live
 
-MODEL = "llama-3.1-8b-instruct"
+SIMULATED, PROXIED = "llama-3.1-8b-instruct", "proxy-llama"
 ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]
 WEATHER_PARAMETERS = {
     "type": "object",
@@ -30,6 +34,13 @@ class Forecast(BaseModel):
     city: str
     days: list[int]
     sunny: bool
+
+
+@pytest.fixture(params=[SIMULATED, PROXIED])
+def model(request):
+    if request.param == PROXIED:
+        request.getfixturevalue("openai_deployments")
+    return request.param
 
 
 @pytest.fixture
@@ -52,8 +63,8 @@ def check_call(call) -> dict:
     return arguments
 
 
-def test_a_tool_call_and_its_result_round_trip(client):
-    first = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", seed=3)
+def test_a_tool_call_and_its_result_round_trip(client, model):
+    first = client.chat.completions.create(model=model, messages=ASK, tools=TOOLS, tool_choice="required", seed=3)
 
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
@@ -63,15 +74,15 @@ def test_a_tool_call_and_its_result_round_trip(client):
     assert first.usage.completion_tokens > 0
 
     messages = [*ASK, choice.message, {"role": "tool", "tool_call_id": call.id, "content": "12 degrees, cloudy"}]
-    answer = client.chat.completions.create(model=MODEL, messages=messages, tools=TOOLS, seed=3)
+    answer = client.chat.completions.create(model=model, messages=messages, tools=TOOLS, seed=3)
 
     assert answer.choices[0].finish_reason == "stop"
     assert answer.choices[0].message.content
     assert not answer.choices[0].message.tool_calls
 
 
-def test_tool_calls_are_streamed_and_assembled_by_the_sdk(client):
-    params = {"model": MODEL, "messages": ASK, "tools": TOOLS, "tool_choice": "required", "seed": 5}
+def test_tool_calls_are_streamed_and_assembled_by_the_sdk(client, model):
+    params = {"model": model, "messages": ASK, "tools": TOOLS, "tool_choice": "required", "seed": 5}
     whole = client.chat.completions.create(**params)
 
     with client.chat.completions.stream(**params) as stream:
@@ -88,9 +99,9 @@ def test_tool_calls_are_streamed_and_assembled_by_the_sdk(client):
     assert check_call(call) == json.loads(whole.choices[0].message.tool_calls[0].function.arguments)
 
 
-def test_async_tool_calls(async_client):
+def test_async_tool_calls(async_client, model):
     async def ask():
-        return await async_client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice=NAMED)
+        return await async_client.chat.completions.create(model=model, messages=ASK, tools=TOOLS, tool_choice=NAMED)
 
     async def both():
         return await asyncio.gather(ask(), ask())
@@ -101,6 +112,7 @@ def test_async_tool_calls(async_client):
 
 
 def test_tool_mistakes_are_400s_naming_the_param(client):
+    model = SIMULATED
     cases = [
         ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "no"}}},
          "tool_choice.function.name"),
@@ -112,29 +124,35 @@ def test_tool_mistakes_are_400s_naming_the_param(client):
     ]  # fmt: skip
     for fields, param in cases:
         with pytest.raises(openai.BadRequestError) as caught:
-            client.chat.completions.create(**{"model": MODEL, "messages": ASK, **fields})
+            client.chat.completions.create(**{"model": model, "messages": ASK, **fields})
         assert caught.value.body["param"] == param
 
 
-def test_the_parse_helper_with_a_pydantic_model(client):
-    completion = client.chat.completions.parse(model=MODEL, messages=ASK, response_format=Forecast, seed=11)
+def test_the_parse_helper_with_a_pydantic_model(client, model):
+    completion = client.chat.completions.parse(model=model, messages=ASK, response_format=Forecast, seed=11)
 
     forecast = completion.choices[0].message.parsed
     assert isinstance(forecast, Forecast)
     assert json.loads(completion.choices[0].message.content) == forecast.model_dump()
 
 
-def test_a_schema_the_engine_cannot_enforce_is_a_400(client):
+def test_a_schema_the_engine_cannot_enforce_is_a_400(client, model):
     schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": "^[A-Z]+$"}}}
     with pytest.raises(openai.BadRequestError) as caught:
         response_format = {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}
-        client.chat.completions.create(model=MODEL, messages=ASK, response_format=response_format)
-    assert caught.value.body["param"] == "response_format.json_schema.schema"
+        client.chat.completions.create(model=model, messages=ASK, response_format=response_format)
+    assert caught.value.status_code == 400
     assert "pattern" in caught.value.body["message"]
+    if model == SIMULATED:
+        assert caught.value.body["param"] == "response_format.json_schema.schema"
+    else:  # the upstream's 400, relayed with what failed and the upstream's param
+        message = caught.value.body["message"]
+        assert message.startswith("The upstream model server rejected the request (HTTP 400): ")
+        assert "(param: response_format.json_schema.schema)" in message
 
 
-def test_json_mode_streamed_and_whole(client):
-    params = {"model": MODEL, "messages": ASK, "response_format": {"type": "json_object"}, "seed": 2}
+def test_json_mode_streamed_and_whole(client, model):
+    params = {"model": model, "messages": ASK, "response_format": {"type": "json_object"}, "seed": 2}
     whole = client.chat.completions.create(**params).choices[0].message.content
     streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(**params, stream=True)
                        if c.choices)  # fmt: skip
@@ -143,8 +161,8 @@ def test_json_mode_streamed_and_whole(client):
     assert streamed == whole
 
 
-def test_chat_logprobs_spell_the_content_whole_and_streamed(client):
-    params = {"model": MODEL, "messages": ASK, "logprobs": True, "top_logprobs": 2, "seed": 4, "stop": ["e"]}
+def test_chat_logprobs_spell_the_content_whole_and_streamed(client, model):
+    params = {"model": model, "messages": ASK, "logprobs": True, "top_logprobs": 2, "seed": 4, "stop": ["e"]}
     choice = client.chat.completions.create(**params).choices[0]
 
     tokens = choice.logprobs.content
@@ -157,8 +175,8 @@ def test_chat_logprobs_spell_the_content_whole_and_streamed(client):
     assert [(t.token, t.logprob) for t in streamed] == [(t.token, t.logprob) for t in tokens]
 
 
-def test_completion_logprobs(client):
-    completion = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=12, logprobs=3, seed=1)
+def test_completion_logprobs(client, model):
+    completion = client.completions.create(model=model, prompt="Once upon a time", max_tokens=12, logprobs=3, seed=1)
     choice = completion.choices[0]
 
     assert "".join(choice.logprobs.tokens) == choice.text
@@ -167,10 +185,10 @@ def test_completion_logprobs(client):
     assert choice.logprobs.text_offset[0] == 0
 
 
-def test_penalties_and_logit_bias_are_honoured(client):
+def test_penalties_and_logit_bias_are_honoured(client, model):
     from gpunode.engines.simulated import VOCABULARY
 
-    params = {"model": MODEL, "messages": ASK, "seed": 9, "max_tokens": 40}
+    params = {"model": model, "messages": ASK, "seed": 9, "max_tokens": 40}
     plain = client.chat.completions.create(**params).choices[0].message.content
     biased = client.chat.completions.create(**params, logit_bias={str(VOCABULARY.index("GPU")): 8}).choices[0]
     penalised = client.chat.completions.create(**params, presence_penalty=1.5, frequency_penalty=1).choices[0]
