@@ -20,6 +20,8 @@ WORDS = (
     "vector worker yield zone"
 ).split()
 MAX_DEPTH = 6
+# Bounds on what a schema may make it produce (a hostile minItems or minLength must not exhaust the node).
+MAX_MIN_ITEMS, MAX_MIN_LENGTH, MAX_VALUES = 256, 4096, 20_000
 # A JSON text's tokens: a run of word characters (with the whitespace before it), or one other character.
 JSON_TOKEN_RE = re.compile(r"\s*[\w.+-]+|\s*[^\w\s]")
 
@@ -56,6 +58,8 @@ def _resolve(ref: str, root: dict) -> dict:
 
 def _string(schema: dict, rng: random.Random) -> str:
     low = int(schema.get("minLength", 0))
+    if low > MAX_MIN_LENGTH:
+        raise UnsupportedSchema(f"minLength above {MAX_MIN_LENGTH} cannot be generated")
     high = int(schema.get("maxLength", max(low, 24)))
     text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 4)))
     while len(text) < low:
@@ -92,8 +96,14 @@ def _number(schema: dict, rng: random.Random, integer: bool) -> int | float:
     return (lo + hi) / 2
 
 
-def generate_value(schema: dict | bool, rng: random.Random, root: dict | None = None, depth: int = 0):
-    """A value valid against ``schema`` (whose ``$ref``s resolve in ``root``)."""
+def generate_value(schema: dict | bool, rng: random.Random, root: dict | None = None, depth: int = 0,
+                   budget: list[int] | None = None):  # fmt: skip
+    """A value valid against ``schema`` (whose ``$ref``s resolve in ``root``), of at most
+    MAX_VALUES values in all (``budget`` counts them down)."""
+    budget = budget if budget is not None else [MAX_VALUES]
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise UnsupportedSchema(f"the schema asks for more than {MAX_VALUES} values")
     if schema is True or (schema == {} and depth == 0):
         schema = {"type": "object"}
     if not isinstance(schema, dict):
@@ -102,7 +112,7 @@ def generate_value(schema: dict | bool, rng: random.Random, root: dict | None = 
     if "$ref" in schema:
         if depth > 3 * MAX_DEPTH:
             raise UnsupportedSchema("the schema recurses without end")
-        return generate_value(_resolve(schema["$ref"], root), rng, root, depth + 1)
+        return generate_value(_resolve(schema["$ref"], root), rng, root, depth + 1, budget)
     if "const" in schema:
         return schema["const"]
     if "enum" in schema:
@@ -110,7 +120,7 @@ def generate_value(schema: dict | bool, rng: random.Random, root: dict | None = 
     if "anyOf" in schema:
         options = schema["anyOf"]
         # Deep down, the first option (often the non-recursive one) ends the recursion.
-        return generate_value(options[0] if depth > MAX_DEPTH else rng.choice(options), rng, root, depth + 1)
+        return generate_value(options[0] if depth > MAX_DEPTH else rng.choice(options), rng, root, depth + 1, budget)
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = rng.choice(kind) if depth <= MAX_DEPTH or "null" not in kind else "null"
@@ -122,24 +132,26 @@ def generate_value(schema: dict | bool, rng: random.Random, root: dict | None = 
         value = {}
         for name, sub in properties.items():
             if name in required or (depth < MAX_DEPTH and rng.random() < 0.5):
-                value[name] = generate_value(sub, rng, root, depth + 1)
+                value[name] = generate_value(sub, rng, root, depth + 1, budget)
         for name in required:
             if name not in value:
                 extra = schema.get("additionalProperties")
-                value[name] = generate_value(extra if isinstance(extra, dict) else {"type": "string"}, rng, root,
-                                             depth + 1)  # fmt: skip
+                sub = extra if isinstance(extra, dict) else {"type": "string"}
+                value[name] = generate_value(sub, rng, root, depth + 1, budget)
         if not properties and not required and schema.get("additionalProperties") is not False and depth == 0:
             extra = schema.get("additionalProperties")
             sub = extra if isinstance(extra, dict) else {"type": "string"}
             for _ in range(rng.randint(1, 3)):
-                value[rng.choice(WORDS).lower()] = generate_value(sub, rng, root, depth + 1)
+                value[rng.choice(WORDS).lower()] = generate_value(sub, rng, root, depth + 1, budget)
         return value
     if kind == "array":
         low = int(schema.get("minItems", 0))
+        if low > MAX_MIN_ITEMS:
+            raise UnsupportedSchema(f"minItems above {MAX_MIN_ITEMS} cannot be generated")
         high = int(schema.get("maxItems", low + 3))
         count = low if depth > MAX_DEPTH else rng.randint(low, max(low, min(high, low + 3)))
         items = schema.get("items", {"type": "string"})
-        return [generate_value(items, rng, root, depth + 1) for _ in range(count)]
+        return [generate_value(items, rng, root, depth + 1, budget) for _ in range(count)]
     if kind == "string":
         return _string(schema, rng)
     if kind == "integer":

@@ -165,6 +165,21 @@ def test_a_schema_it_cannot_enforce_is_refused():
         run(job(response_format=response_format))
 
 
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "array", "items": {"type": "string"}, "minItems": 10**9},
+        {"type": "string", "minLength": 10**9},
+        {"type": "array", "minItems": 200, "items": {"type": "array", "minItems": 200, "items": {"type": "integer"}}},
+    ],
+)
+def test_a_schema_asking_for_too_much_is_refused_not_generated(schema):
+    response_format = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+    with pytest.raises(EngineRefused, match=r"cannot be generated|more than"):
+        run(job(response_format=response_format))
+
+
 def test_logprobs_spell_the_text_and_match_its_uniform_sampling():
     choice = run(job(logprobs=True, top_logprobs=3))[0]
 
