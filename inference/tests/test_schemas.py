@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gpucloud.openai_errors import ApiError
 from inference.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -139,3 +141,36 @@ def test_the_models_describe_the_api_as_json_schema():
         assert "model" in schema["required"]
     chat = ChatCompletionRequest.model_json_schema()
     assert {"tools", "tool_choice", "response_format", "logprobs", "top_logprobs"} <= set(chat["properties"])
+
+
+# --- Any JSON in the new fields: a 400 or a request, never another exception ----------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8) | st.sampled_from(["function", "auto", "none", "required", "json_schema", "object"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["type", "function", "name", "parameters", "schema", "json_schema", "properties", "id",
+                         "tool_calls", "arguments", "role", "content", "tool_call_id", "items", "$ref", "anyOf"]),
+        inner, max_size=4),
+    max_leaves=12,
+)  # fmt: skip
+FIELDS = ["tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs", "top_logprobs",
+          "logit_bias", "presence_penalty", "frequency_penalty", "seed", "messages"]  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(FIELDS), value=JSON, tools=st.booleans())
+def test_any_value_is_a_400_or_a_request(field, value, tools):
+    fields = {field: value}
+    if tools and field != "tools":
+        fields["tools"] = [WEATHER]
+    try:
+        chat = parse_chat_request(body(**fields))
+    except ApiError as error:
+        assert error.status == 400 and error.message
+        return
+    for engine in ("simulated", "openai", "hf"):
+        try:
+            check_engine_support(chat, engine)
+        except ApiError as error:
+            assert error.status == 400 and error.param
