@@ -220,6 +220,12 @@ class SimulatedEngine:
     async def generate(self, job: GenerationJob) -> AsyncIterator[TokenEvent]:
         profile = GPU_PROFILES.get(job.gpu_profile) or GPU_PROFILES["A100-80GB"]
         instant = instant_pacing()
+        unknown = sorted((k for k in job.logit_bias or {} if int(k) >= len(VOCABULARY)), key=int)
+        if unknown:
+            raise EngineRefused(
+                f"'logit_bias' names token id {unknown[0]}, which the simulated engine's vocabulary does not have "
+                f"(its token ids are 0 to {len(VOCABULARY) - 1})."
+            )
         try:
             choices = [(index, _choice(job, index)) for index in range(job.n)]
         except structured.UnsupportedSchema as error:

@@ -214,6 +214,11 @@ def test_logit_bias_bans_and_favours_words():
     assert all(-1 < lp < 0 for lp in gpu_logprobs)  # as likely as the bias makes it
 
 
+def test_a_logit_bias_for_a_token_it_does_not_have_is_refused():
+    with pytest.raises(EngineRefused, match=f"token id {len(VOCABULARY)}"):
+        run(job(logit_bias={"3": 1.0, str(len(VOCABULARY)): 1.0}))
+
+
 def test_penalties_change_repetition():
     def repeats(top_p=0.1, **penalty):
         words = run(job(n=4, top_p=top_p, **penalty))

@@ -195,3 +195,11 @@ def test_penalties_and_logit_bias_are_honoured(client, model):
 
     assert biased.message.content.count("GPU") > plain.count("GPU")
     assert penalised.message.content != plain
+
+
+def test_what_the_engine_cannot_honour_is_a_400_naming_it(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=SIMULATED, messages=ASK, logit_bias={"123456": 5})
+
+    assert caught.value.body["code"] == "unsupported_by_engine"
+    assert "'logit_bias'" in caught.value.body["message"]
