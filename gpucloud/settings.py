@@ -324,3 +324,34 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# --- CORS for the OpenAI-compatible API (issue 10: browsers) --------------------------------
+# Browser apps may call /v1/* from other origins with a bearer API key (django-cors-headers).
+# Only /v1/: never the cookie-authenticated pages or the /api/* session views, and never with
+# credentials (cookies). CORS_ALLOWED_ORIGINS: comma-separated origins ("https://app.example.com");
+# empty (the default) allows any origin, which is safe for a bearer-key API.
+INSTALLED_APPS.append("corsheaders")
+# As early as possible (before CommonMiddleware and the API guard), so that preflights and every
+# /v1 answer, errors included, carry the CORS headers; after RequestIdMiddleware, which ids them.
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("gpucloud.middleware.RequestIdMiddleware") + 1, "corsheaders.middleware.CorsMiddleware"
+)
+CORS_URLS_REGEX = r"^/v1/"
+CORS_ALLOWED_ORIGINS = envlist("CORS_ALLOWED_ORIGINS", "")
+CORS_ALLOW_ALL_ORIGINS = not CORS_ALLOWED_ORIGINS
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_METHODS = ("GET", "POST", "OPTIONS")
+# What the OpenAI SDKs send (Authorization cannot be covered by a wildcard, so each is named).
+CORS_ALLOW_HEADERS = (
+    "accept", "authorization", "content-type", "user-agent", "x-requested-with", "openai-organization",
+    "openai-project", "openai-beta", "x-stainless-arch", "x-stainless-lang", "x-stainless-os",
+    "x-stainless-package-version", "x-stainless-runtime", "x-stainless-runtime-version",
+    "x-stainless-retry-count", "x-stainless-timeout", "x-stainless-async", "x-stainless-helper-method",
+    "x-stainless-poll-helper", "x-stainless-custom-poll-interval",
+)  # fmt: skip
+CORS_EXPOSE_HEADERS = (
+    "x-request-id", "x-request-cost", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+    "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+    "x-ratelimit-reset-tokens", "retry-after",
+)  # fmt: skip
+CORS_PREFLIGHT_MAX_AGE = envint("CORS_PREFLIGHT_MAX_AGE", 86400)

@@ -51,8 +51,9 @@ class JobOutput:
         self.pending: list[dict] = []
         self.last_flush = time.monotonic()
 
-    async def emit(self, index: int, text: str, finish_reason: str | None) -> None:
-        self.pending.append({"i": index, "t": text, "f": finish_reason})
+    async def emit(self, index: int, text: str, finish_reason: str | None, extra: dict | None = None) -> None:
+        """Text (with ``extra``: its log probabilities "lp", tool-call pieces "tc") for choice ``index``."""
+        self.pending.append({"i": index, "t": text, "f": finish_reason, **(extra or {})})
         if finish_reason is not None or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             await self.flush()
 

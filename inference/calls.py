@@ -34,7 +34,9 @@ class InferenceCall(QueuedCall):
         super().__init__(meter, deployment, job.request_id, priority=priority)
         self.stream = stream
         self.job = job
-        self.resumable = deployment.engine in DETERMINISTIC_ENGINES
+        # Replay skips characters of text; log probabilities and tool calls are not cut that way,
+        # so a request asking for them starts over instead (or, streamed and begun, fails).
+        self.resumable = deployment.engine in DETERMINISTIC_ENGINES and not job.tools and not job.logprobs
         self.usage: dict | None = None
         self.delivered = [0] * job.n  # characters of each choice handed to the client
         self.replay = [0] * job.n  # characters the current attempt will repeat, to skip
@@ -78,10 +80,12 @@ class InferenceCall(QueuedCall):
                     skipped = min(self.replay[index], len(text))
                     self.replay[index] -= skipped
                     text = text[skipped:]
-                self.delivered[index] += len(text)
+                pieces = event.get("tc") or []
+                arguments = "".join(piece["arguments"] for piece in pieces)
+                self.delivered[index] += len(text) + len(arguments) + len(pieces)
                 # Provisional count, so a request cut short is still metered; "done" corrects it.
-                self.meter.completion_tokens += count_tokens(text)
-                yield {"i": index, "t": text, "f": event["f"]}
+                self.meter.completion_tokens += count_tokens(text) + count_tokens(arguments)
+                yield {"i": index, "t": text, "f": event["f"], "lp": event.get("lp"), "tc": pieces}
 
 
 class EmbeddingCall(QueuedCall):

@@ -78,6 +78,84 @@ def _bounded_int(value, low: int, high: int, what: str) -> int:
     return value
 
 
+MAX_TOOL_CALLS = 64  # tool calls in one choice
+MAX_TOKEN_CHARS = 256  # characters of one token in a log-probability entry
+MAX_ENTRIES_PER_EVENT = 4096
+TOOL_CALL_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def _tool_names(spec: dict) -> set[str]:
+    """The functions a job lets the node call: none when it has no tools or tool_choice "none"."""
+    tools = spec.get("tools") or []
+    choice = spec.get("tool_choice")
+    if choice == "none":
+        return set()
+    if isinstance(choice, dict):
+        return {choice.get("function", {}).get("name")}
+    return {tool.get("function", {}).get("name") for tool in tools if isinstance(tool, dict)}
+
+
+def _tool_call_pieces(spec: dict, pieces) -> list[dict]:
+    """Tool-call pieces, only for a job with tools, only calling its functions."""
+    names = _tool_names(spec)
+    if not names:
+        raise ProtocolViolation("a tool call for a request without tools")
+    if not isinstance(pieces, list) or not pieces:
+        raise ProtocolViolation("tool-call pieces must be a non-empty list")
+    checked = []
+    for piece in pieces:
+        if not isinstance(piece, dict):
+            raise ProtocolViolation("a tool-call piece must be an object")
+        out = {"index": _bounded_int(piece.get("index"), 0, MAX_TOOL_CALLS - 1, "tool call index")}
+        arguments = piece.get("arguments", "")
+        if not isinstance(arguments, str):
+            raise ProtocolViolation("tool-call arguments must be a string")
+        out["arguments"] = arguments
+        if piece.get("id") is not None:
+            if not isinstance(piece["id"], str) or not TOOL_CALL_ID_RE.match(piece["id"]):
+                raise ProtocolViolation("a tool call's id must be a short word")
+            out["id"] = piece["id"]
+        if piece.get("name") is not None:
+            if piece["name"] not in names:
+                raise ProtocolViolation(f"a call of {str(piece['name'])[:64]!r}, which the request does not offer")
+            out["name"] = piece["name"]
+        checked.append(out)
+    return checked
+
+
+def _logprob(value) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not -1e4 <= value <= 0:
+        raise ProtocolViolation("a log probability must be a number from -10000 to 0")
+    return float(value)
+
+
+def _logprobs(spec: dict, entries, text: str) -> list[dict]:
+    """Log-probability entries, only for a job that asked, with at most the alternatives it asked for."""
+    if not spec.get("logprobs"):
+        raise ProtocolViolation("log probabilities for a request that did not ask for them")
+    alternatives = spec.get("top_logprobs") or 0
+    if not isinstance(entries, list) or len(entries) > MAX_ENTRIES_PER_EVENT:
+        raise ProtocolViolation("log probabilities must be a bounded list")
+    checked = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ProtocolViolation("a log-probability entry must be an object")
+        token, top = entry.get("token"), entry.get("top") or []
+        if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
+            raise ProtocolViolation("a log-probability entry's token must be a short string")
+        if not isinstance(top, list) or len(top) > alternatives:
+            raise ProtocolViolation(f"more than the {alternatives} alternatives asked for")
+        alternatives_checked = []
+        for pair in top:
+            if not isinstance(pair, list | tuple) or len(pair) != 2 or not isinstance(pair[0], str):
+                raise ProtocolViolation("an alternative must be [token, logprob]")
+            if len(pair[0]) > MAX_TOKEN_CHARS:
+                raise ProtocolViolation("an alternative's token must be short")
+            alternatives_checked.append([pair[0], _logprob(pair[1])])
+        checked.append({"token": token, "logprob": _logprob(entry.get("logprob")), "top": alternatives_checked})
+    return checked
+
+
 class NodeDispatcher:
     """Jobs for one connected node. ``send_to_node`` writes a protocol message to its socket;
     ``channel_layer`` and ``session_channel`` are the consumer's."""
@@ -325,6 +403,7 @@ class NodeDispatcher:
         events = message.get("events")
         if not isinstance(events, list) or not events:
             raise ProtocolViolation("events must be a non-empty list")
+        spec = job.queued.spec
         checked = []
         for event in events:
             if not isinstance(event, dict):
@@ -335,7 +414,14 @@ class NodeDispatcher:
                 raise ProtocolViolation("event text must be a string")
             if reason is not None and reason not in FINISH_REASONS:
                 raise ProtocolViolation(f"unknown finish reason {reason!r}")
-            checked.append({"i": index, "t": text, "f": reason})
+            if reason == "tool_calls" and not _tool_names(spec):
+                raise ProtocolViolation("finish reason 'tool_calls' for a request without tools")
+            out = {"i": index, "t": text, "f": reason}
+            if "lp" in event:
+                out["lp"] = _logprobs(spec, event["lp"], text)
+            if "tc" in event:
+                out["tc"] = _tool_call_pieces(spec, event["tc"])
+            checked.append(out)
         return checked
 
     def _vectors(self, job: HandedJob, message: dict) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -37,6 +38,61 @@ def _sse(data: dict | str) -> bytes:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
 
 
+class Choice:
+    """One choice's output so far: text, finish reason, log-probability entries, tool calls."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.reason: str | None = None
+        self.logprobs: list[dict] = []
+        self.tool_calls: dict[int, dict] = {}
+
+    def add(self, event: dict) -> None:
+        self.text += event["t"]
+        self.logprobs.extend(event.get("lp") or [])
+        for piece in event.get("tc") or []:
+            call = self.tool_calls.setdefault(
+                piece["index"],
+                {"id": _call_id(piece), "type": "function", "function": {"name": "", "arguments": ""}},
+            )
+            if piece.get("name"):
+                call["function"]["name"] = piece["name"]
+            call["function"]["arguments"] += piece["arguments"]
+        if event["f"]:
+            self.reason = event["f"]
+
+
+def _call_id(piece: dict) -> str:
+    return piece.get("id") or f"call_{secrets.token_hex(12)}"
+
+
+def _chat_logprob(token: str, logprob: float) -> dict:
+    return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+
+def chat_logprobs(entries: list[dict]) -> dict:
+    """Chat's ``logprobs``: ``{"content": [{token, logprob, bytes, top_logprobs}], "refusal": None}``."""
+    content = [
+        {**_chat_logprob(e["token"], e["logprob"]), "top_logprobs": [_chat_logprob(t, lp) for t, lp in e["top"]]}
+        for e in entries
+    ]
+    return {"content": content, "refusal": None}
+
+
+def text_logprobs(entries: list[dict], offset: int) -> dict:
+    """/v1/completions' ``logprobs``: parallel lists, the first token at character ``offset``."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry["token"])
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [dict(e["top"]) for e in entries],
+        "text_offset": offsets,
+    }
+
+
 class CompletionResponse:
     """Shapes a call's output as an OpenAI completion, whole or as a stream of chunks.
 
@@ -51,14 +107,15 @@ class CompletionResponse:
         self.include_usage = include_usage
         self.id = f"{self.id_prefix}-{call.meter.request.request_id.removeprefix('req_')}"
         self.created = int(time.time())
+        self.logprobs = bool(getattr(call.job, "logprobs", False))
 
-    def whole_choice(self, index: int, text: str, reason: str) -> dict:
+    def whole_choice(self, index: int, choice: Choice) -> dict:
         raise NotImplementedError
 
     def opening_choice(self, index: int) -> dict | None:
         return None
 
-    def delta_choice(self, index: int, text: str) -> dict:
+    def delta_choice(self, event: dict) -> dict | None:
         raise NotImplementedError
 
     def finish_choice(self, index: int, reason: str) -> dict:
@@ -78,15 +135,13 @@ class CompletionResponse:
         """The whole completion, its usage with the request's cost (settled before it is returned)."""
         n = self.call.job.n
         meter = self.call.meter
-        texts, reasons = [""] * n, [None] * n
+        choices = [Choice() for _ in range(n)]
         try:
             async for event in self.call.events():
                 if event.get("reset"):
-                    texts, reasons = [""] * n, [None] * n
+                    choices = [Choice() for _ in range(n)]
                     continue
-                texts[event["i"]] += event["t"]
-                if event["f"]:
-                    reasons[event["i"]] = event["f"]
+                choices[event["i"]].add(event)
         except ApiError as error:
             await asyncio.shield(_record(meter, error.status, error.code))
             raise
@@ -96,8 +151,8 @@ class CompletionResponse:
             await asyncio.shield(_record(meter, CLIENT_CLOSED, "client_closed_request"))
             raise
         await asyncio.shield(_record(meter, 200))
-        choices = [self.whole_choice(i, text, reasons[i] or "stop") for i, text in enumerate(texts)]
-        return {**self._envelope(self.object_whole, choices), "usage": meter.usage(self.call.usage)}
+        whole = [self.whole_choice(i, choice) for i, choice in enumerate(choices)]
+        return {**self._envelope(self.object_whole, whole), "usage": meter.usage(self.call.usage)}
 
     def _chunk(self, choices: list[dict]) -> dict:
         chunk = self._envelope(self.object_chunk, choices)
@@ -115,8 +170,9 @@ class CompletionResponse:
                 yield _sse(self._chunk(opening))
             try:
                 async for event in self.call.events():
-                    if event["t"]:
-                        yield _sse(self._chunk([self.delta_choice(event["i"], event["t"])]))
+                    delta = self.delta_choice(event)
+                    if delta is not None:
+                        yield _sse(self._chunk([delta]))
                     if event["f"]:
                         yield _sse(self._chunk([self.finish_choice(event["i"], event["f"])]))
             except ApiError as error:
@@ -140,15 +196,39 @@ class CompletionResponse:
 class ChatCompletion(CompletionResponse):
     object_whole, object_chunk, id_prefix = "chat.completion", "chat.completion.chunk", "chatcmpl"
 
-    def whole_choice(self, index: int, text: str, reason: str) -> dict:
-        message = {"role": "assistant", "content": text, "refusal": None}
-        return {"index": index, "message": message, "logprobs": None, "finish_reason": reason}
+    def __init__(self, call: InferenceCall, model: str, include_usage: bool) -> None:
+        super().__init__(call, model, include_usage)
+        self.opened: list[dict[int, str]] = [{} for _ in range(call.job.n)]  # per choice: tool call index -> id
+
+    def whole_choice(self, index: int, choice: Choice) -> dict:
+        message = {"role": "assistant", "content": choice.text, "refusal": None}
+        if choice.tool_calls:
+            message["content"] = choice.text or None
+            message["tool_calls"] = [choice.tool_calls[k] for k in sorted(choice.tool_calls)]
+        logprobs = chat_logprobs(choice.logprobs) if self.logprobs else None
+        return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": choice.reason or "stop"}
 
     def opening_choice(self, index: int) -> dict:
         return {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
 
-    def delta_choice(self, index: int, text: str) -> dict:
-        return {"index": index, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+    def _tool_call_delta(self, index: int, piece: dict) -> dict:
+        opened = self.opened[index]
+        if piece["index"] in opened:
+            return {"index": piece["index"], "function": {"arguments": piece["arguments"]}}
+        opened[piece["index"]] = call_id = _call_id(piece)
+        function = {"name": piece.get("name") or "", "arguments": piece["arguments"]}
+        return {"index": piece["index"], "id": call_id, "type": "function", "function": function}
+
+    def delta_choice(self, event: dict) -> dict | None:
+        index, delta = event["i"], {}
+        if event["t"]:
+            delta["content"] = event["t"]
+        if event.get("tc"):
+            delta["tool_calls"] = [self._tool_call_delta(index, piece) for piece in event["tc"]]
+        logprobs = chat_logprobs(event["lp"]) if event.get("lp") else None
+        if not delta and logprobs is None:
+            return None
+        return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": None}
 
     def finish_choice(self, index: int, reason: str) -> dict:
         return {"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}
@@ -163,17 +243,27 @@ class TextCompletion(CompletionResponse):
     def __init__(self, call: InferenceCall, model: str, include_usage: bool, echoed: list[str]) -> None:
         super().__init__(call, model, include_usage)
         self.echoed = echoed  # per choice: the prompt to repeat, or ""
+        self.offsets = [0] * call.job.n  # per choice: characters of logprob tokens sent (for text_offset)
 
-    def whole_choice(self, index: int, text: str, reason: str) -> dict:
-        return {"index": index, "text": self.echoed[index] + text, "logprobs": None, "finish_reason": reason}
+    def whole_choice(self, index: int, choice: Choice) -> dict:
+        logprobs = text_logprobs(choice.logprobs, 0) if self.logprobs else None
+        text = self.echoed[index] + choice.text
+        return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": choice.reason or "stop"}
 
     def opening_choice(self, index: int) -> dict | None:
         if not self.echoed[index]:
             return None
         return {"index": index, "text": self.echoed[index], "logprobs": None, "finish_reason": None}
 
-    def delta_choice(self, index: int, text: str) -> dict:
-        return {"index": index, "text": text, "logprobs": None, "finish_reason": None}
+    def delta_choice(self, event: dict) -> dict | None:
+        index, entries = event["i"], event.get("lp")
+        if not event["t"] and not entries:
+            return None
+        logprobs = None
+        if entries:
+            logprobs = text_logprobs(entries, self.offsets[index])
+            self.offsets[index] += sum(len(e["token"]) for e in entries)
+        return {"index": index, "text": event["t"], "logprobs": logprobs, "finish_reason": None}
 
     def finish_choice(self, index: int, reason: str) -> dict:
         return {"index": index, "text": "", "logprobs": None, "finish_reason": reason}

@@ -1,26 +1,25 @@
 """Validation of OpenAI request bodies into typed requests.
 
-Each check raises :class:`~gpucloud.openai_errors.ApiError` naming the offending ``param``,
-so a client sees exactly what to fix.
+The rules live in :mod:`inference.schemas` (pydantic models, which also describe ``/v1`` in the
+OpenAPI schema); this module parses a body, validates it with its model, and turns the first
+error into an :class:`~gpucloud.openai_errors.ApiError` naming the offending ``param`` as a path
+(``messages[2].content``), so a client sees exactly what to fix. The typed requests the views use
+are plain dataclasses built from the validated models.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ValidationError
 
 from gpucloud.jsonbody import parse_json_object
 from gpucloud.openai_errors import ApiError, invalid_request
+from inference import schemas
+from inference.schemas import CHAT_ROLES, MAX_EMBEDDING_INPUTS, MAX_N, MAX_PROMPTS, MAX_STOP_SEQUENCES, show
+from nodeprotocol.structured import ENGINE_FEATURES, unsupported_schema_keywords
 
-CHAT_ROLES = {"system", "developer", "user", "assistant", "tool"}
-MAX_N = 8
-MAX_STOP_SEQUENCES = 4
-# Accepted for compatibility with OpenAI clients; they do not change what is generated.
-ACCEPTED_AND_IGNORED = {"frequency_penalty", "presence_penalty", "logit_bias", "metadata", "store", "service_tier"}
-CHAT_PARAMS = {
-    "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop",
-    "seed", "user", "stream", "stream_options", "logprobs",
-} | ACCEPTED_AND_IGNORED  # fmt: skip
+ENCODING_FORMATS = ("float", "base64")
 
 
 @dataclass(kw_only=True)
@@ -37,110 +36,20 @@ class GenerationRequest:
     user: str | None = None
     stream: bool = False
     include_usage: bool = False
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
 
 
 @dataclass(kw_only=True)
 class ChatRequest(GenerationRequest):
     messages: list[dict]
-
-
-def parse_json_body(body: bytes) -> dict:
-    """The body as a JSON object, within gpucloud.jsonbody's bounds (depth, size, numbers, strings)."""
-    return parse_json_object(body)
-
-
-def _show(value) -> str:
-    """A client's value in an error message, cut short."""
-    text = json.dumps(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _optional_int(data: dict, name: str, minimum: int, maximum: int | None = None) -> int | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not _is_int(value):
-        raise invalid_request(f"'{name}' must be an integer, got {_show(value)}.", param=name)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise invalid_request(f"'{name}' must be {bound}, got {value}.", param=name)
-    return value
-
-
-def _number(data: dict, name: str, default: float, minimum: float, maximum: float) -> float:
-    value = data.get(name)
-    if value is None:
-        return default
-    if not _is_number(value):
-        raise invalid_request(f"'{name}' must be a number, got {_show(value)}.", param=name)
-    if not minimum <= value <= maximum:
-        raise invalid_request(f"'{name}' must be between {minimum} and {maximum}, got {value}.", param=name)
-    return float(value)
-
-
-def _content_text(content, param: str, role: str) -> str:
-    if content is None and role == "assistant":
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for index, part in enumerate(content):
-            part_param = f"{param}[{index}]"
-            if not isinstance(part, dict) or part.get("type") != "text":
-                raise invalid_request(
-                    "Only text content parts ({'type': 'text', 'text': ...}) are supported.", param=part_param
-                )
-            if not isinstance(part.get("text"), str):
-                raise invalid_request("A text content part needs a string 'text'.", param=f"{part_param}.text")
-            parts.append(part["text"])
-        return "\n".join(parts)
-    raise invalid_request("'content' must be a string or a list of text parts.", param=param)
-
-
-def _messages(data: dict) -> list[dict]:
-    messages = data.get("messages")
-    if messages is None:
-        raise invalid_request("Missing required parameter: 'messages'.", param="messages")
-    if not isinstance(messages, list) or not messages:
-        raise invalid_request("'messages' must be a non-empty array of message objects.", param="messages")
-    cleaned = []
-    for index, message in enumerate(messages):
-        param = f"messages[{index}]"
-        if not isinstance(message, dict):
-            raise invalid_request("Each message must be an object with 'role' and 'content'.", param=param)
-        role = message.get("role")
-        if not isinstance(role, str) or role not in CHAT_ROLES:
-            raise invalid_request(
-                f"Invalid role {_show(role)}; use one of {', '.join(sorted(CHAT_ROLES))}.", param=f"{param}.role"
-            )
-        if "content" not in message:
-            raise invalid_request("Missing required parameter: 'content'.", param=f"{param}.content")
-        cleaned.append({"role": role, "content": _content_text(message["content"], f"{param}.content", role)})
-    return cleaned
-
-
-def _stop(data: dict) -> list[str]:
-    stop = data.get("stop")
-    if stop is None:
-        return []
-    if isinstance(stop, str):
-        stop = [stop]
-    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
-        raise invalid_request("'stop' must be a string or an array of strings.", param="stop")
-    if len(stop) > MAX_STOP_SEQUENCES:
-        raise invalid_request(f"'stop' takes at most {MAX_STOP_SEQUENCES} sequences.", param="stop")
-    if any(s == "" for s in stop):
-        raise invalid_request("Stop sequences must not be empty.", param="stop")
-    return stop
+    tools: list[dict] = field(default_factory=list)
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -148,144 +57,7 @@ class CompletionRequest(GenerationRequest):
     prompts: list[str]
     max_tokens: int = 16  # the legacy endpoint's default
     echo: bool = False
-
-
-COMPLETION_PARAMS = {
-    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "user", "stream",
-    "stream_options", "echo", "logprobs", "best_of", "suffix",
-} | ACCEPTED_AND_IGNORED  # fmt: skip
-MAX_PROMPTS = 16
-
-
-def _model(data: dict) -> str:
-    model = data.get("model")
-    if model is None:
-        raise invalid_request("Missing required parameter: 'model'.", param="model")
-    if not isinstance(model, str) or not model.strip():
-        raise invalid_request("'model' must be a non-empty string.", param="model")
-    return model
-
-
-def _reject_unknown(data: dict, known: set[str]) -> None:
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise invalid_request(f"Unrecognized request argument supplied: {unknown[0]}.", param=unknown[0])
-
-
-def _stream(data: dict) -> tuple[bool, bool]:
-    """``stream`` and ``stream_options.include_usage``."""
-    stream = data.get("stream", False)
-    if stream is None:
-        stream = False
-    if not isinstance(stream, bool):
-        raise invalid_request("'stream' must be a boolean.", param="stream")
-    include_usage = False
-    stream_options = data.get("stream_options")
-    if stream_options is not None:
-        if not stream:
-            raise invalid_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
-        if not isinstance(stream_options, dict) or not set(stream_options) <= {"include_usage"}:
-            raise invalid_request("'stream_options' takes only 'include_usage'.", param="stream_options")
-        include_usage = stream_options.get("include_usage", False)
-        if not isinstance(include_usage, bool):
-            raise invalid_request("'include_usage' must be a boolean.", param="stream_options.include_usage")
-    return stream, include_usage
-
-
-def _sampling(data: dict) -> dict:
-    """The sampling parameters both endpoints share."""
-    for penalty in ("frequency_penalty", "presence_penalty"):
-        _number(data, penalty, 0.0, -2.0, 2.0)
-    seed = data.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise invalid_request("'seed' must be an integer.", param="seed")
-    user = data.get("user")
-    if user is not None and not isinstance(user, str):
-        raise invalid_request("'user' must be a string.", param="user")
-    return {
-        "temperature": _number(data, "temperature", 1.0, 0.0, 2.0),
-        "top_p": _number(data, "top_p", 1.0, 0.0, 1.0),
-        "n": _optional_int(data, "n", 1, MAX_N) or 1,
-        "stop": _stop(data),
-        "seed": seed,
-        "user": user,
-    }
-
-
-def _prompts(data: dict) -> list[str]:
-    prompt = data.get("prompt")
-    if prompt is None:
-        raise invalid_request("Missing required parameter: 'prompt'.", param="prompt")
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
-        if len(prompt) > MAX_PROMPTS:
-            raise invalid_request(f"'prompt' takes at most {MAX_PROMPTS} prompts.", param="prompt")
-        return prompt
-    if isinstance(prompt, list) and prompt and all(_is_int(t) or isinstance(t, list) for t in prompt):
-        raise invalid_request("Token-array prompts are not supported; send text.", param="prompt")
-    raise invalid_request("'prompt' must be a string or a non-empty array of strings.", param="prompt")
-
-
-def parse_completion_request(body: bytes) -> CompletionRequest:
-    """Validate a ``POST /v1/completions`` body."""
-    data = parse_json_body(body)
-    _reject_unknown(data, COMPLETION_PARAMS)
-    model = _model(data)
-    prompts = _prompts(data)
-    max_tokens = _optional_int(data, "max_tokens", 1)
-    stream, include_usage = _stream(data)
-    echo = data.get("echo", False)
-    if not isinstance(echo, bool):
-        raise invalid_request("'echo' must be a boolean.", param="echo")
-    if data.get("logprobs") is not None:
-        raise invalid_request("'logprobs' is not supported by this server.", param="logprobs")
-    if data.get("suffix") is not None:
-        raise invalid_request("'suffix' is not supported by this server.", param="suffix")
-    sampling = _sampling(data)
-    best_of = data.get("best_of")
-    if best_of is not None and best_of != sampling["n"]:
-        raise invalid_request("'best_of' is not supported unless it equals 'n'.", param="best_of")
-    return CompletionRequest(
-        model=model,
-        prompts=prompts,
-        max_tokens=16 if max_tokens is None else max_tokens,
-        stream=stream,
-        include_usage=include_usage,
-        echo=echo,
-        **sampling,
-    )
-
-
-def parse_chat_request(body: bytes) -> ChatRequest:
-    """Validate a ``POST /v1/chat/completions`` body."""
-    data = parse_json_body(body)
-    _reject_unknown(data, CHAT_PARAMS)
-    model = _model(data)
-    messages = _messages(data)
-    max_tokens = _optional_int(data, "max_tokens", 1)
-    max_completion_tokens = _optional_int(data, "max_completion_tokens", 1)
-    if max_tokens is not None and max_completion_tokens is not None and max_tokens != max_completion_tokens:
-        raise invalid_request(
-            "Set either 'max_tokens' or 'max_completion_tokens', not both with different values.",
-            param="max_completion_tokens",
-        )
-    stream, include_usage = _stream(data)
-    if data.get("logprobs") not in (None, False):
-        raise invalid_request("'logprobs' is not supported by this server.", param="logprobs")
-    return ChatRequest(
-        model=model,
-        messages=messages,
-        max_tokens=max_tokens if max_tokens is not None else max_completion_tokens,
-        stream=stream,
-        include_usage=include_usage,
-        **_sampling(data),
-    )
-
-
-EMBEDDING_PARAMS = {"model", "input", "encoding_format", "dimensions", "user"}
-MAX_EMBEDDING_INPUTS = 2048
-ENCODING_FORMATS = ("float", "base64")
+    logprobs: int | None = None
 
 
 @dataclass
@@ -297,69 +69,231 @@ class EmbeddingRequest:
     user: str | None = None
 
 
-def _embedding_inputs(data: dict) -> list[str]:
-    value = data.get("input")
-    if value is None:
-        raise invalid_request("Missing required parameter: 'input'.", param="input")
-    token_arrays = "Token-array inputs are not supported here; send the text as a string or an array of strings."
-    if isinstance(value, str):
-        inputs = [value]
-    elif isinstance(value, list):
-        if not value:
-            raise invalid_request("'input' must not be an empty array.", param="input")
-        if all(_is_int(t) for t in value) or all(isinstance(t, list) for t in value):
-            raise invalid_request(token_arrays, param="input")
-        if len(value) > MAX_EMBEDDING_INPUTS:
-            raise invalid_request(
-                f"'input' takes at most {MAX_EMBEDDING_INPUTS} items, got {len(value)}; split the request.",
-                param="input",
-            )
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                raise invalid_request(
-                    f"Each item of 'input' must be a string, got {_show(item)}.", param=f"input[{index}]"
-                )
-        inputs = value
-    else:
-        raise invalid_request("'input' must be a string or an array of strings.", param="input")
-    for index, text in enumerate(inputs):
-        if not text:
-            param = "input" if isinstance(value, str) else f"input[{index}]"
-            raise invalid_request("'input' must not contain empty strings.", param=param)
-    return inputs
+def parse_json_body(body: bytes) -> dict:
+    """The body as a JSON object, within gpucloud.jsonbody's bounds (depth, size, numbers, strings)."""
+    return parse_json_object(body)
+
+
+# --- pydantic's errors as the client reads them ------------------------------------------------
+
+
+def _path(loc: tuple) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _bounds(model: type[BaseModel], loc: tuple) -> tuple[object, object]:
+    """The ``ge`` and ``le`` of the top-level field at ``loc``, if it has them."""
+    low = high = None
+    info = model.model_fields.get(loc[0]) if len(loc) == 1 else None
+    for constraint in info.metadata if info is not None else ():
+        low = getattr(constraint, "ge", low)
+        high = getattr(constraint, "le", high)
+    return low, high
+
+
+def _message(model: type[BaseModel], error: dict, param: str) -> str:
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    name = str(error["loc"][-1]) if error["loc"] and not isinstance(error["loc"][-1], int) else param
+    if kind == "gpucloud":
+        return ctx["message"]
+    if kind == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {name}."
+    if kind == "missing":
+        return f"Missing required parameter: '{name}'."
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"'{name}' must be an integer, got {show(value)}."
+    if kind in ("float_type", "float_parsing"):
+        return f"'{name}' must be a number, got {show(value)}."
+    if kind == "bool_type":
+        return f"'{name}' must be a boolean."
+    if kind == "string_type":
+        return f"'{name}' must be a string."
+    if kind in ("greater_than_equal", "less_than_equal"):
+        low, high = _bounds(model, error["loc"])
+        if low is not None and high is not None:
+            return f"'{name}' must be between {low} and {high}, got {value}."
+        if kind == "greater_than_equal":
+            return f"'{name}' must be at least {ctx.get('ge')}, got {value}."
+        return f"'{name}' must be at most {ctx.get('le')}, got {value}."
+    if kind == "literal_error":
+        return f"'{name}' must be {ctx.get('expected')}, got {show(value)}."
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"'{name}' must be an object."
+    if kind == "list_type":
+        return f"'{name}' must be an array."
+    if kind == "too_short":
+        return f"'{name}' must have at least {ctx.get('min_length')} item(s)."
+    if kind == "too_long":
+        return f"'{name}' takes at most {ctx.get('max_length')} items."
+    if kind == "string_pattern_mismatch":
+        return f"'{name}' must match {ctx.get('pattern')}, got {show(value)}."
+    return f"Invalid '{name}': {error['msg']}."
+
+
+def api_error(model: type[BaseModel], error: ValidationError) -> ApiError:
+    """The first of pydantic's errors (an unknown argument before anything else) as a 400."""
+    errors = error.errors(include_url=False)
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    suffix = (first.get("ctx") or {}).get("suffix", "")
+    param = _path(first["loc"])
+    if suffix:
+        param = f"{param}{suffix}" if suffix[0] in ".[" or not param else f"{param}.{suffix}"
+    param = param.lstrip(".") or None
+    message = _message(model, first, param or "")
+    return invalid_request(message if len(message) <= 300 else f"{message[:297]}...", param=param)
+
+
+def validate(model: type[BaseModel], data: dict) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise api_error(model, error) from None
+
+
+# --- typed requests ----------------------------------------------------------------------------
+
+
+def _sampling(request: schemas.Sampling) -> dict:
+    return {
+        "model": request.model,
+        "temperature": 1.0 if request.temperature is None else float(request.temperature),
+        "top_p": 1.0 if request.top_p is None else float(request.top_p),
+        "n": request.n or 1,
+        "stop": request.stop or [],
+        "seed": request.seed,
+        "user": request.user,
+        "stream": bool(request.stream),
+        "include_usage": bool(request.stream_options and request.stream_options.include_usage),
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "logit_bias": request.logit_bias,
+    }
+
+
+def _message_dict(message: schemas.ChatMessage) -> dict:
+    cleaned: dict = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        cleaned["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+            for c in message.tool_calls
+        ]
+    elif cleaned["content"] is None:
+        cleaned["content"] = ""
+    if message.tool_call_id is not None:
+        cleaned["tool_call_id"] = message.tool_call_id
+    if message.name is not None:
+        cleaned["name"] = message.name
+    return cleaned
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    """Validate a ``POST /v1/chat/completions`` body."""
+    request = validate(schemas.ChatCompletionRequest, parse_json_body(body))
+    tool_choice = request.tool_choice
+    response_format = request.response_format.model_dump(by_alias=True, exclude_none=True) if (
+        request.response_format is not None
+    ) else None  # fmt: skip
+    return ChatRequest(
+        **_sampling(request),
+        max_tokens=request.max_tokens if request.max_tokens is not None else request.max_completion_tokens,
+        messages=[_message_dict(m) for m in request.messages],
+        tools=[t.model_dump(exclude_none=True) for t in request.tools or []],
+        tool_choice=tool_choice.model_dump() if isinstance(tool_choice, BaseModel) else tool_choice,
+        parallel_tool_calls=request.parallel_tool_calls,
+        response_format=response_format,
+        logprobs=bool(request.logprobs),
+        top_logprobs=request.top_logprobs,
+    )
+
+
+def parse_completion_request(body: bytes) -> CompletionRequest:
+    """Validate a ``POST /v1/completions`` body."""
+    request = validate(schemas.CompletionRequest, parse_json_body(body))
+    return CompletionRequest(
+        **_sampling(request),
+        prompts=request.prompt,
+        max_tokens=16 if request.max_tokens is None else request.max_tokens,
+        echo=bool(request.echo),
+        logprobs=request.logprobs,
+    )
 
 
 def parse_embedding_request(body: bytes) -> EmbeddingRequest:
     """Validate a ``POST /v1/embeddings`` body."""
-    data = parse_json_body(body)
-    _reject_unknown(data, EMBEDDING_PARAMS)
-    model = _model(data)
-    inputs = _embedding_inputs(data)
-    encoding_format = data.get("encoding_format")
-    if encoding_format is None:
-        encoding_format = "float"
-    if encoding_format not in ENCODING_FORMATS:
-        raise invalid_request(
-            f"'encoding_format' must be 'float' or 'base64', got {_show(encoding_format)}.",
-            param="encoding_format",
-        )
-    user = data.get("user")
-    if user is not None and not isinstance(user, str):
-        raise invalid_request("'user' must be a string.", param="user")
+    request = validate(schemas.EmbeddingRequest, parse_json_body(body))
     return EmbeddingRequest(
-        model=model,
-        inputs=inputs,
-        encoding_format=encoding_format,
-        dimensions=_optional_int(data, "dimensions", 1),
-        user=user,
+        model=request.model,
+        inputs=request.input,
+        encoding_format=request.encoding_format or "float",
+        dimensions=request.dimensions,
+        user=request.user,
     )
 
 
+# --- what the deployment's engine can honour ---------------------------------------------------
+
+
+def used_features(params: GenerationRequest) -> dict[str, str]:
+    """The optional features a request uses, each with the param that asks for it."""
+    used = {}
+    if params.presence_penalty:
+        used["presence_penalty"] = "presence_penalty"
+    if params.frequency_penalty:
+        used["frequency_penalty"] = "frequency_penalty"
+    if params.logit_bias:
+        used["logit_bias"] = "logit_bias"
+    if isinstance(params, ChatRequest):
+        if params.tools:
+            used["tools"] = "tools"
+        if params.response_format and params.response_format["type"] != "text":
+            used[params.response_format["type"]] = "response_format"
+        if params.logprobs:
+            used["logprobs"] = "logprobs"
+    if isinstance(params, CompletionRequest) and params.logprobs is not None:
+        used["logprobs"] = "logprobs"
+    return used
+
+
+def check_engine_support(params: GenerationRequest, engine: str) -> None:
+    """400 naming the param when the deployment's engine cannot honour a feature the request uses,
+    or cannot enforce a JSON schema it gives: nothing is silently ignored."""
+    supported = ENGINE_FEATURES.get(engine, frozenset())
+    for feature, param in used_features(params).items():
+        if feature not in supported:
+            raise invalid_request(
+                f"'{param}' ({feature}) is not supported by this model's engine ({engine}).", param=param
+            )
+    if engine != "simulated" or not isinstance(params, ChatRequest):
+        return  # an upstream server enforces schemas itself, and says what it cannot
+    schemas_used = [(f"tools[{i}].function.parameters", t["function"].get("parameters")) for i, t in
+                    enumerate(params.tools)]  # fmt: skip
+    if params.response_format and params.response_format["type"] == "json_schema":
+        schemas_used.append(("response_format.json_schema.schema", params.response_format["json_schema"].get("schema")))
+    for param, schema in schemas_used:
+        unsupported = unsupported_schema_keywords(schema or {})
+        if unsupported:
+            raise invalid_request(
+                f"This model's engine cannot enforce the JSON schema keyword(s) {', '.join(unsupported)}; "
+                "leave them out of the schema.",
+                param=param,
+            )
+
+
 __all__ = [
+    "CHAT_ROLES",
+    "MAX_EMBEDDING_INPUTS",
+    "MAX_N",
+    "MAX_PROMPTS",
+    "MAX_STOP_SEQUENCES",
     "ApiError",
     "ChatRequest",
     "CompletionRequest",
     "EmbeddingRequest",
+    "GenerationRequest",
+    "check_engine_support",
     "parse_chat_request",
     "parse_completion_request",
     "parse_embedding_request",

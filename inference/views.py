@@ -27,13 +27,14 @@ from inference.validation import (
     CompletionRequest,
     EmbeddingRequest,
     GenerationRequest,
+    check_engine_support,
     parse_chat_request,
     parse_completion_request,
     parse_embedding_request,
 )
 from nodeprotocol import EmbeddingJob, GenerationJob
 from nodeprotocol.jobs import unpack_floats
-from nodeprotocol.tokens import count_chat_tokens, count_tokens
+from nodeprotocol.tokens import count_chat_tokens, count_tokens, message_text
 
 
 def _model_object(model: CatalogModel) -> dict:
@@ -106,8 +107,8 @@ async def read_body(request, parse: Callable[[bytes], tuple]) -> tuple:
 def _chat_body(body: bytes) -> tuple[ChatRequest, str, int]:
     """The chat request, its prompt as one text, and its prompt tokens."""
     chat = parse_chat_request(body)
-    prompt = "\n".join(f"{m['role']}: {m['content']}" for m in chat.messages)
-    return chat, prompt, count_chat_tokens(chat.messages)
+    prompt = "\n".join(f"{m['role']}: {message_text(m)}" for m in chat.messages)
+    return chat, prompt, count_chat_tokens(chat.messages, chat.tools)
 
 
 def _completion_body(body: bytes) -> tuple[CompletionRequest, list[int]]:
@@ -205,6 +206,7 @@ async def _dispatch(
     meter.stream = params.stream
     model, deployment = await _resolve(request, meter, params.model, Task.CHAT)
     meter.prompt_tokens = prompt_tokens
+    check_engine_support(params, deployment.engine)
     n = params.n * max(len(prompts), 1)
     max_tokens = _max_tokens(
         params, model, longest_prompt=longest_prompt, choices=n, param="prompt" if prompts else "messages"
@@ -227,6 +229,9 @@ async def _dispatch(
         # taking over from a dead one can reproduce it exactly.
         seed=params.seed if params.seed is not None else secrets.randbits(63),
         seed_given=params.seed is not None,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        logit_bias=params.logit_bias,
         **job_fields,
     )
     # Before the job is queued: the worst case of every choice together is reserved.
@@ -279,6 +284,12 @@ async def chat_completions(request):
             prompt_tokens=prompt_tokens,
             longest_prompt=prompt_tokens,
             messages=chat.messages,
+            tools=chat.tools,
+            tool_choice=chat.tool_choice,
+            parallel_tool_calls=chat.parallel_tool_calls,
+            response_format=chat.response_format,
+            logprobs=chat.logprobs,
+            top_logprobs=chat.top_logprobs,
         )
     return await _respond(ChatCompletion(call, model.model_id, include_usage=chat.include_usage), chat.stream)
 
@@ -296,6 +307,8 @@ async def completions(request):
             prompts=params.prompts,
             prompt_tokens=sum(counts),
             longest_prompt=max(counts),
+            logprobs=params.logprobs is not None,
+            top_logprobs=params.logprobs,
         )
     # Choice i answers prompt i // n; with echo it starts with that prompt.
     echoed = [params.prompts[i // params.n] if params.echo else "" for i in range(call.job.n)]

@@ -6,7 +6,11 @@ either side. A node speaks it over one authenticated WebSocket (``/ws/workers/``
 
 Node → platform
     ``heartbeat``   telemetry, replica states, requests in flight, draining
-    ``job.events``  ``{"job", "events": [{"i": choice, "t": text, "f": finish_reason | None}]}``
+    ``job.events``  ``{"job", "events": [{"i": choice, "t": text, "f": finish_reason | None}]}``;
+                    an event may add ``"lp"`` (log probabilities of its text's tokens, when the job
+                    asks: ``[{"token", "logprob", "top": [[token, logprob], ...]}]``) or ``"tc"``
+                    (tool-call pieces, when the job has tools: ``[{"index", "id"?, "name"?,
+                    "arguments"}]``)
     ``job.vectors`` ``{"job", "offset", "count", "dimensions", "data": base64 float32 LE}``
     ``job.done``    ``{"job", "usage": {"prompt_tokens", "completion_tokens"}}``
     ``job.error``   ``{"job", "message", "code", "status", "engine_fault": bool}``
@@ -30,7 +34,7 @@ from nodeprotocol.jobs import EmbeddingJob, GenerationJob
 
 # Bumped whenever a message changes shape. A node speaking another version is refused at
 # registration and at connect with a message naming both versions.
-VERSION = 2
+VERSION = 3  # 3: tools, structured outputs, logprobs and penalties in jobs and events
 # Sent by the node at registration (``protocol`` in the body) and on its WebSocket (this header).
 VERSION_HEADER = "x-gpucloud-protocol"
 
@@ -52,7 +56,7 @@ ENGINE_NAMES = ("simulated", "openai", "hf")
 DETERMINISTIC_ENGINES = frozenset({"simulated"})
 
 # Finish reasons a node may report for a choice.
-FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
+FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls"})
 
 # Embedding vectors travel in messages of at most this many bytes (before base64).
 VECTORS_MESSAGE_BYTES = 512 * 1024

@@ -29,9 +29,22 @@ class GenerationJob:
     max_tokens_given: bool = True
     # /v1/completions with several prompts: choice i answers prompts[i // (n // len(prompts))].
     prompts: list[str] = field(default_factory=list)
-    # /v1/chat/completions: the validated messages ({"role", "content": str}), for engines that
-    # forward them (``prompt`` is their flattened text).
+    # /v1/chat/completions: the validated messages ({"role", "content": str | None}, with
+    # ``tool_calls``, ``tool_call_id`` or ``name`` where given), for engines that forward them
+    # (``prompt`` is their flattened text).
     messages: list[dict] = field(default_factory=list)
+    # Optional features (nodeprotocol.structured.ENGINE_FEATURES says which engine honours which);
+    # None or empty when the client did not ask, so that an engine forwarding the request forwards
+    # only what was asked. /v1/completions' ``logprobs: k`` arrives as logprobs=True, top_logprobs=k.
+    tools: list[dict] = field(default_factory=list)
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
     # Characters of each choice the client already has (a job dispatched again after a node
     # failure): an engine that reproduces them may produce them without pacing.
     fast_forward: list[int] = field(default_factory=list)

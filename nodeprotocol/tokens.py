@@ -6,6 +6,7 @@ token count. Engines that know better — an upstream server's usage, a model's 
 their own counts, and those are billed.
 """
 
+import json
 import re
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
@@ -19,5 +20,17 @@ def count_tokens(text: str) -> int:
     return len(TOKEN_RE.findall(text))
 
 
-def count_chat_tokens(messages: list[dict]) -> int:
-    return sum(count_tokens(m["content"]) + MESSAGE_OVERHEAD for m in messages) + REPLY_PRIMING
+def message_text(message: dict) -> str:
+    """A chat message's text: its content, and the calls of an assistant's ``tool_calls``."""
+    calls = [f"{c['function']['name']}({c['function']['arguments']})" for c in message.get("tool_calls") or []]
+    content = message.get("content") or ""
+    return "\n".join([content, *calls]) if content and calls else content or "\n".join(calls)
+
+
+def count_chat_tokens(messages: list[dict], tools: list[dict] | None = None) -> int:
+    """Messages with their overhead, the reply's priming, and the tools' definitions (which a
+    model reads as part of its prompt)."""
+    total = sum(count_tokens(message_text(m)) + MESSAGE_OVERHEAD for m in messages) + REPLY_PRIMING
+    if tools:
+        total += count_tokens(json.dumps(tools))
+    return total

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 
-from gpunode.engines.base import EmbeddingJob, Engine, EngineUnavailable, GenerationJob, TokenEvent
+from gpunode.engines.base import EmbeddingJob, Engine, EngineRefused, EngineUnavailable, GenerationJob, TokenEvent
 from gpunode.engines.hf import HFEngine
 from gpunode.engines.openai_engine import OpenAIEngine, UpstreamError
 from gpunode.engines.simulated import SimulatedEngine
@@ -47,6 +47,7 @@ __all__ = [
     "ENGINES",
     "EmbeddingJob",
     "Engine",
+    "EngineRefused",
     "EngineUnavailable",
     "GenerationJob",
     "HFEngine",

@@ -8,17 +8,25 @@ from typing import Protocol
 
 from nodeprotocol.jobs import EmbeddingJob, GenerationJob
 
-__all__ = ["EmbeddingJob", "Engine", "EngineUnavailable", "GenerationJob", "TokenEvent"]
+__all__ = ["EmbeddingJob", "Engine", "EngineRefused", "EngineUnavailable", "GenerationJob", "TokenEvent"]
 
 
 @dataclass(frozen=True)
 class TokenEvent:
     """A token of choice ``index``, or with ``text=None`` the end of that choice: its natural end
-    ("stop") unless the engine gives another ``finish_reason`` (an upstream's "length")."""
+    ("stop") unless the engine gives another ``finish_reason`` (an upstream's "length", "tool_calls").
+
+    ``logprobs``: the log probabilities of the tokens in ``text`` (when the job asks for them), each
+    ``{"token", "logprob", "top": [[token, logprob], ...]}``; their tokens join to ``text``.
+    ``tool_call``: a piece of a tool call instead of text, ``{"index", "arguments"}`` with ``id`` and
+    ``name`` on the call's first piece.
+    """
 
     index: int
     text: str | None
     finish_reason: str | None = None
+    logprobs: list[dict] | None = None
+    tool_call: dict | None = None
 
 
 class EngineUnavailable(Exception):
@@ -31,6 +39,13 @@ class EngineUnavailable(Exception):
 
     code = "engine_unavailable"
     status = 502
+
+
+class EngineRefused(EngineUnavailable):
+    """The engine cannot do what this request asks (a schema it cannot enforce): the client's to fix."""
+
+    code = "unsupported_by_engine"
+    status = 400
 
 
 class Engine(Protocol):

@@ -35,7 +35,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 120.0  # an upstream under load may take long to first token
 CONNECT_TIMEOUT = 5.0
-FINISH_REASONS = {"stop", "length", "content_filter"}
+FINISH_REASONS = {"stop", "length", "content_filter", "tool_calls"}
+# Upstream statuses relayed as they are: the request's own fault, said by the upstream. Others
+# (401/403: our credentials; 5xx and the rest: the upstream's fault) are a 502 from us.
+RELAYED_STATUSES = {400: "upstream_invalid_request", 404: "upstream_not_found", 413: "upstream_request_too_large",
+                    422: "upstream_invalid_request", 429: "upstream_rate_limited"}  # fmt: skip
 ERROR_BODY_LIMIT = 500  # characters of an upstream's error body quoted in our message
 
 
@@ -46,10 +50,15 @@ class UpstreamError(EngineUnavailable):
 
 
 class UpstreamRejected(UpstreamError):
-    """The upstream refused the request itself as invalid (HTTP 400 or 422): the client's to fix."""
+    """The upstream refused the request itself (HTTP 400, 404, 413, 422 or 429): relayed with its
+    status, its message prefixed with what failed."""
 
     code = "upstream_invalid_request"
     status = 400
+
+    def __init__(self, message: str, status: int = 400, code: str = "upstream_invalid_request") -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
 
 
 @cache
@@ -63,7 +72,8 @@ def _describe(error: Exception) -> str:
 
 
 def _error_detail(response: httpx.Response) -> str:
-    """The upstream's error message: ``error.message`` of an OpenAI-shaped body, else the text."""
+    """The upstream's error message: ``error.message`` of an OpenAI-shaped body (with its
+    ``param``), else the text."""
     text = response.text.strip()
     try:
         body = json.loads(text)
@@ -71,7 +81,8 @@ def _error_detail(response: httpx.Response) -> str:
         return text[:ERROR_BODY_LIMIT]
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and error.get("message"):
-        return str(error["message"])[:ERROR_BODY_LIMIT]
+        param = f" (param: {str(error['param'])[:100]})" if isinstance(error.get("param"), str) else ""
+        return f"{str(error['message'])[:ERROR_BODY_LIMIT]}{param}"
     if isinstance(error, str):  # TGI and some others: {"error": "...", "error_type": "..."}
         return error[:ERROR_BODY_LIMIT]
     if isinstance(body, dict) and body.get("detail"):
@@ -92,6 +103,48 @@ async def _sse_data(response: httpx.Response) -> AsyncIterator[str]:
         # Comments (":"), "event:", "id:" and "retry:" lines carry nothing we use.
     if data:
         yield "\n".join(data)
+
+
+def _logprobs(logprobs: object, chat: bool) -> list[dict] | None:
+    """An upstream chunk's log probabilities as the protocol's entries (chat's ``content`` list, or
+    /v1/completions' parallel lists)."""
+    if not isinstance(logprobs, dict):
+        return None
+    try:
+        if chat:
+            return [
+                {
+                    "token": str(e["token"]),
+                    "logprob": float(e["logprob"]),
+                    "top": [[str(t["token"]), float(t["logprob"])] for t in e.get("top_logprobs") or []],
+                }
+                for e in logprobs.get("content") or []
+            ] or None
+        tops = logprobs.get("top_logprobs") or []
+        pairs = zip(logprobs.get("tokens") or [], logprobs.get("token_logprobs") or [], strict=False)
+        return [
+            {
+                "token": str(token),
+                "logprob": float(logprob if logprob is not None else 0.0),
+                "top": [[str(t), float(lp)] for t, lp in (tops[i] or {}).items()] if i < len(tops) else [],
+            }
+            for i, (token, logprob) in enumerate(pairs)
+        ] or None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UpstreamError("The upstream server sent malformed log probabilities.") from None
+
+
+def _tool_call_piece(call: object) -> dict:
+    """A ``delta.tool_calls`` item as the protocol's tool-call piece."""
+    if not isinstance(call, dict) or not isinstance(call.get("index", 0), int):
+        raise UpstreamError("The upstream server sent a malformed tool call.")
+    function = call.get("function") or {}
+    piece = {"index": call.get("index", 0), "arguments": str(function.get("arguments") or "")}
+    if call.get("id"):
+        piece["id"] = str(call["id"])
+    if function.get("name"):
+        piece["name"] = str(function["name"])
+    return piece
 
 
 class OpenAIEngine:
@@ -154,8 +207,12 @@ class OpenAIEngine:
                 f"The upstream server at {self.base_url} refused our credentials (HTTP {status}) for {what}: "
                 "set engine_config.api_key_env to a node variable holding its API key."
             )
-        if status in (400, 422):
-            raise UpstreamRejected(f"The upstream model server rejected the request (HTTP {status}): {detail}")
+        if status in RELAYED_STATUSES:
+            raise UpstreamRejected(
+                f"The upstream model server rejected the request (HTTP {status}): {detail}",
+                404 if status == 404 else 429 if status == 429 else 413 if status == 413 else 400,
+                RELAYED_STATUSES[status],
+            )
         raise UpstreamError(f"The upstream server at {self.base_url} answered {what} with HTTP {status}: {detail}")
 
     def _unreachable(self, error: httpx.HTTPError, what: str) -> UpstreamError:
@@ -211,6 +268,22 @@ class OpenAIEngine:
             body["stop"] = job.stop
         if job.seed is not None and job.seed_given:
             body["seed"] = job.seed
+        # Everything else the client asked for goes through as it asked; the upstream honours it
+        # or says it cannot (a 400 relayed to the client).
+        for name in ("presence_penalty", "frequency_penalty", "logit_bias"):
+            if getattr(job, name) is not None:
+                body[name] = getattr(job, name)
+        if job.prompts:
+            if job.logprobs:
+                body["logprobs"] = job.top_logprobs or 0
+        else:
+            for name in ("tool_choice", "parallel_tool_calls", "response_format", "top_logprobs"):
+                if getattr(job, name) is not None:
+                    body[name] = getattr(job, name)
+            if job.tools:
+                body["tools"] = job.tools
+            if job.logprobs:
+                body["logprobs"] = True
         return path, body
 
     async def generate(self, job: GenerationJob) -> AsyncIterator[TokenEvent]:
@@ -254,9 +327,13 @@ class OpenAIEngine:
                         index = choice.get("index", 0)
                         if not isinstance(index, int) or not 0 <= index < job.n or index in ended:
                             continue
-                        text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                        if text:
-                            yield TokenEvent(index, text)
+                        delta = (choice.get("delta") or {}) if chat else {}
+                        text = delta.get("content") if chat else choice.get("text")
+                        logprobs = _logprobs(choice.get("logprobs"), chat) if job.logprobs else None
+                        if text or logprobs:
+                            yield TokenEvent(index, text or "", logprobs=logprobs)
+                        for call in delta.get("tool_calls") or [] if job.tools else []:
+                            yield TokenEvent(index, "", tool_call=_tool_call_piece(call))
                         reason = choice.get("finish_reason")
                         if reason:
                             ended.add(index)

@@ -191,7 +191,7 @@ def test_it_rejects_stream_options_without_stream():
 
 
 def test_it_rejects_bad_stream_options():
-    assert rejection(body(stream=True, stream_options={"other": 1})).param == "stream_options"
+    assert rejection(body(stream=True, stream_options={"other": 1})).param == "stream_options.other"
     error = rejection(body(stream=True, stream_options={"include_usage": "yes"}))
     assert error.param == "stream_options.include_usage"
 
@@ -200,7 +200,7 @@ def test_it_rejects_a_non_boolean_stream():
     assert rejection(body(stream="true")).param == "stream"
 
 
-@pytest.mark.parametrize("name", ["functions", "tools_choice", "temprature", "response_format"])
+@pytest.mark.parametrize("name", ["functions", "tools_choice", "temprature", "response_formats"])
 def test_it_rejects_an_unknown_parameter(name):
     error = rejection(body(**{name: 1}))
 
@@ -213,8 +213,23 @@ def test_it_rejects_a_seed_that_is_not_an_integer(seed):
     assert rejection(body(seed=seed)).param == "seed"
 
 
-def test_it_rejects_logprobs():
-    assert rejection(body(logprobs=True)).param == "logprobs"
+@pytest.mark.parametrize("top_logprobs", [-1, 21, 2.0])
+def test_it_rejects_top_logprobs_out_of_range(top_logprobs):
+    assert rejection(body(logprobs=True, top_logprobs=top_logprobs)).param == "top_logprobs"
+
+
+def test_it_rejects_top_logprobs_without_logprobs():
+    assert rejection(body(top_logprobs=2)).param == "top_logprobs"
+
+
+@pytest.mark.parametrize("seed", [2**63, -(2**63) - 1])
+def test_it_rejects_a_seed_outside_64_bits(seed):
+    assert rejection(body(seed=seed)).param == "seed"
+
+
+def test_it_accepts_a_seed_at_the_64_bit_bounds():
+    assert parse_chat_request(body(seed=2**63 - 1)).seed == 2**63 - 1
+    assert parse_chat_request(body(seed=-(2**63))).seed == -(2**63)
 
 
 def test_it_rejects_a_non_string_user():
