@@ -324,3 +324,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# --- Prometheus metrics (observability/) -----------------------------------------------------
+
+# The bearer token a Prometheus scraper sends to GET /metrics; staff sessions may read it too.
+# Empty: only staff sessions.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

@@ -16,6 +16,7 @@ urlpatterns = [
     path("admin/login/", account_views.throttle_login_failures(admin.site.login)),
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
+    path("", include("observability.urls")),  # Prometheus /metrics
     path("v1/", include("inference.urls")),
     path("api/", include("inference.api_urls")),
     path("api/", include("deployments.api_urls")),
