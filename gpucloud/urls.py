@@ -22,6 +22,7 @@ urlpatterns = [
     path("api/", include("deployments.api_urls")),
     path("api/", include("billing.api_urls")),
     path("api/", include("accounts.api_urls")),
+    path("", include("gpucloud.openapi")),  # API docs: /api/schema and /docs/
     # Unknown API URLs get the OpenAI error shape, with DEBUG on or off.
     re_path(r"^(v1|api)/", api_not_found),
 ]
