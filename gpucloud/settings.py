@@ -338,7 +338,7 @@ REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
 SPECTACULAR_SETTINGS = {
     "TITLE": "GPU Cloud API",
     "DESCRIPTION": "The OpenAI-compatible API (`/v1`) and the management API (`/api`) of GPU Cloud. "
-    "Errors use the OpenAI shape `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`.",
+    'Errors use the OpenAI shape `{"error": {"message", "type", "param", "code"}}`.',
     "VERSION": "1",
     "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
