@@ -24,7 +24,9 @@ from drf_spectacular.utils import (
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerSplitView
 from rest_framework import serializers
 
-ERROR_REF = {"$ref": "#/components/schemas/Error"}
+REF_PREFIX = "#/components/schemas/"
+ERROR_REF = {"$ref": REF_PREFIX + "Error"}
+V1_REQUEST_MODELS = ("ChatCompletionRequest", "CompletionRequest", "EmbeddingRequest")
 
 
 # --- The OpenAI error shape and the bearer key ----------------------------------------------------
@@ -576,7 +578,8 @@ def _json_or_stream(schema: str, chunk: str, description: str) -> dict:
 GENERATION_ERRORS = (400, 401, 403, 404, 413, 415, 429, 502, 503, 504)
 
 
-def v1_paths() -> dict:
+def v1_paths(bodies: dict[str, str]) -> dict:
+    """The /v1 operations; ``bodies`` names the request models' components."""
     return {
         "/v1/models": {
             "get": _operation(
@@ -599,7 +602,7 @@ def v1_paths() -> dict:
             "post": _operation(
                 "createChatCompletion",
                 "Chat completion, whole or streamed",
-                body="ChatCompletionRequest",
+                body=bodies["ChatCompletionRequest"],
                 ok=_json_or_stream("ChatCompletion", "ChatCompletionChunk", "The completion, or its stream."),
                 errors=GENERATION_ERRORS,
                 description="The request is admitted (rate limits, balance and budget) before it is queued; "
@@ -610,7 +613,7 @@ def v1_paths() -> dict:
             "post": _operation(
                 "createCompletion",
                 "Text completion, whole or streamed",
-                body="CompletionRequest",
+                body=bodies["CompletionRequest"],
                 ok=_json_or_stream("Completion", "Completion", "The completion, or its stream."),
                 errors=GENERATION_ERRORS,
             )
@@ -619,7 +622,7 @@ def v1_paths() -> dict:
             "post": _operation(
                 "createEmbedding",
                 "Embeddings",
-                body="EmbeddingRequest",
+                body=bodies["EmbeddingRequest"],
                 ok=_json("EmbeddingList", "One vector per input."),
                 errors=GENERATION_ERRORS,
             )
@@ -633,20 +636,57 @@ def request_model_schemas() -> dict:
 
     components = {}
     for model in (schemas.ChatCompletionRequest, schemas.CompletionRequest, schemas.EmbeddingRequest):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schema = model.model_json_schema(ref_template=REF_PREFIX + "{model}")
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
     return components
 
 
+def _renamed(node, names: dict[str, str]):
+    """``node`` with its references to the components in ``names`` pointed at their new names."""
+    if isinstance(node, dict):
+        return {
+            key: REF_PREFIX + names.get(value.removeprefix(REF_PREFIX), value.removeprefix(REF_PREFIX))
+            if key == "$ref" and isinstance(value, str) and value.startswith(REF_PREFIX)
+            else _renamed(value, names)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_renamed(value, names) for value in node]
+    return node
+
+
+def _free_names(wanted, taken: set[str]) -> dict[str, str]:
+    """A new name (``V1…``) for each of ``wanted`` that is ``taken`` by another schema."""
+    names = {}
+    for name in wanted:
+        if name in taken:
+            new = f"V1{name}"
+            while new in taken or new in wanted:
+                new = f"V1{new}"
+            names[name] = new
+            taken.add(new)
+    return names
+
+
 def add_v1_paths(result: dict, generator, request, public: bool) -> dict:
-    """drf-spectacular postprocessing hook: the /v1 endpoints, their request and response schemas."""
+    """drf-spectacular postprocessing hook: the /v1 endpoints, their request and response schemas.
+
+    A name the DRF views' components already use (or a request model's ``$defs`` shares with the
+    response shapes) is prefixed with ``V1``, and references follow, so no schema replaces another.
+    """
     components = result.setdefault("components", {}).setdefault("schemas", {})
-    for name, schema in {**request_model_schemas(), **RESPONSE_SCHEMAS}.items():
-        if name in components and components[name] != schema:
-            raise ValueError(f"Two schemas are named {name!r} in the OpenAPI components.")
-        components[name] = schema
-    result["paths"] = {**v1_paths(), **result.get("paths", {})}
+    taken = set(components)
+    response_names = _free_names(RESPONSE_SCHEMAS, taken)
+    responses = {response_names.get(n, n): _renamed(schema, response_names) for n, schema in RESPONSE_SCHEMAS.items()}
+    taken |= set(responses)
+    requests = request_model_schemas()
+    request_names = _free_names(requests, taken)
+    requests = {request_names.get(n, n): _renamed(schema, request_names) for n, schema in requests.items()}
+    components.update(responses)
+    components.update(requests)
+    bodies = {name: request_names.get(name, name) for name in V1_REQUEST_MODELS}
+    result["paths"] = {**_renamed(v1_paths(bodies), response_names), **result.get("paths", {})}
     return result
 
 

@@ -11,7 +11,7 @@ from django.contrib.staticfiles import finders
 from django.core.management import call_command
 from drf_spectacular.validation import validate_schema
 
-from gpucloud.openapi import request_model_schemas
+from gpucloud.openapi import RESPONSE_SCHEMAS, add_v1_paths, request_model_schemas
 from inference import schemas
 
 V1_PATHS = {"/v1/models", "/v1/models/{model}", "/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
@@ -131,3 +131,20 @@ def test_docs_page_uses_vendored_files_and_no_inline_code(client):
     assert script.status_code == 200
     assert script["Content-Type"].startswith("application/javascript")
     assert '"/api/schema"' in script.content.decode()
+
+
+def test_v1_schemas_never_replace_a_component_of_the_same_name():
+    """A DRF component named like a /v1 response shape or request model keeps its name; the /v1
+    one is prefixed, and every reference follows."""
+    theirs = {"Usage": {"type": "object", "title": "drf usage"}, "CompletionRequest": {"type": "string"}}
+    result = add_v1_paths({"paths": {}, "components": {"schemas": dict(theirs)}}, None, None, True)
+    components = result["components"]["schemas"]
+    assert components["Usage"] == theirs["Usage"]
+    assert components["CompletionRequest"] == theirs["CompletionRequest"]
+    assert components["V1Usage"] == RESPONSE_SCHEMAS["Usage"]
+    assert components["V1CompletionRequest"]["title"] == "CompletionRequest"
+    body = result["paths"]["/v1/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/V1CompletionRequest"}
+    assert components["ChatCompletion"]["properties"]["usage"] == {"$ref": "#/components/schemas/V1Usage"}
+    for ref in _refs(result):
+        assert ref.removeprefix("#/components/schemas/") in components or ref.endswith("/Error"), ref
