@@ -15,6 +15,8 @@ never resolved to one), never what a client typed, and endpoints and statuses ar
 from __future__ import annotations
 
 import atexit
+import bisect
+import functools
 import json
 import logging
 import threading
@@ -117,16 +119,20 @@ DEFINITIONS = (
 SUM_FIELD = "sum"
 
 
+@functools.lru_cache(maxsize=4096)
 def _field(values: tuple[str, ...], part: str | None = None) -> str:
     encoded = json.dumps(list(values))
     return encoded if part is None else f"{encoded}\t{part}"
 
 
+@functools.cache
+def _bounds(buckets: tuple[float, ...]) -> tuple[str, ...]:
+    return (*map(floatToGoString, buckets), "+Inf")
+
+
 def _bucket_of(buckets: tuple[float, ...], value: float) -> str:
-    for bound in buckets:
-        if value <= bound:
-            return floatToGoString(bound)
-    return "+Inf"
+    """The (upper bound of the) bucket ``value`` falls in: the first bound at or above it."""
+    return _bounds(buckets)[bisect.bisect_left(buckets, value)]
 
 
 class Deltas:
@@ -142,7 +148,7 @@ class Deltas:
         key = (definition.redis_key, _field(values))
         with self._lock:
             self._pending[key] = self._pending.get(key, 0.0) + amount
-            self._ensure_flusher()
+        self._ensure_flusher()
 
     def observe(self, definition: Definition, values: tuple[str, ...], value: float, times: int = 1) -> None:
         """``times`` observations of ``value``."""
@@ -151,12 +157,15 @@ class Deltas:
         with self._lock:
             self._pending[bucket] = self._pending.get(bucket, 0.0) + times
             self._pending[total] = self._pending.get(total, 0.0) + value * times
-            self._ensure_flusher()
+        self._ensure_flusher()
 
     def _ensure_flusher(self) -> None:
-        if self._flusher is None or not self._flusher.is_alive():
-            self._flusher = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
-            self._flusher.start()
+        if self._flusher is not None and self._flusher.is_alive():
+            return
+        with self._lock:
+            if self._flusher is None or not self._flusher.is_alive():
+                self._flusher = threading.Thread(target=self._run, name="metrics-flush", daemon=True)
+                self._flusher.start()
 
     def _run(self) -> None:
         while True:
@@ -205,7 +214,7 @@ def _histogram(definition: Definition, fields: dict[str, float]) -> HistogramMet
         series.setdefault(labels, {})[part] = value
     for labels, parts in sorted(series.items()):
         cumulative, buckets = 0.0, []
-        for bound in (*map(floatToGoString, definition.buckets), "+Inf"):
+        for bound in _bounds(definition.buckets):
             cumulative += parts.get(bound, 0.0)
             buckets.append((bound, cumulative))
         family.add_metric(json.loads(labels), buckets, parts.get(SUM_FIELD, 0.0))
