@@ -300,3 +300,14 @@ def request_charged(meter) -> None:
     """The request was settled at ``meter.cost``."""
     if meter.cost:
         deltas.add(SPEND, (model_label(meter),), float(meter.cost))
+
+
+def orphan_settled(record) -> None:
+    """A request whose web process died was settled by a survivor (``inference.journal``): it is
+    counted as its usage record says (its model is the catalog id its view had resolved)."""
+    model, endpoint = record.model or UNKNOWN_MODEL, record.endpoint
+    deltas.add(REQUESTS, (model, endpoint, str(record.status_code)))
+    if record.cost:
+        deltas.add(PROMPT_TOKENS, (model,), record.prompt_tokens)
+        deltas.add(GENERATION_TOKENS, (model,), record.completion_tokens)
+        deltas.add(SPEND, (model,), float(record.cost))

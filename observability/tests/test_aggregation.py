@@ -103,3 +103,24 @@ def test_deltas_wait_while_redis_is_away(monkeypatch):
     assert (
         _scrape()["gpucloud:requests_total", (("endpoint", "completions"), ("model_name", "m"), ("status", "200"))] == 3
     )
+
+
+def test_a_request_settled_for_a_dead_web_process_is_counted():
+    from decimal import Decimal
+    from types import SimpleNamespace
+
+    record = SimpleNamespace(
+        model="m",
+        endpoint="chat.completions",
+        status_code=499,
+        prompt_tokens=7,
+        completion_tokens=5,
+        cost=Decimal("0.25"),
+    )
+    metrics.orphan_settled(record)
+    samples = _scrape()
+    requests = (("endpoint", "chat.completions"), ("model_name", "m"), ("status", "499"))
+    assert samples["gpucloud:requests_total", requests] == 1
+    assert samples["gpucloud:prompt_tokens_total", (("model_name", "m"),)] == 7
+    assert samples["gpucloud:generation_tokens_total", (("model_name", "m"),)] == 5
+    assert samples["gpucloud:spend_usd_total", (("model_name", "m"),)] == 0.25
