@@ -88,15 +88,16 @@ def test_requests_move_the_counters_and_histograms(live, client, staff_cookies):
     assert not [key for key in after if ("model_name", "no-such-model") in key[1]]
     assert delta("gpucloud:request_success_total", model_name=STREAMED, endpoint="chat.completions") == 1
     assert delta("gpucloud:prompt_tokens_total", **model) == sum(u.prompt_tokens for u in usages)
-    assert delta("gpucloud:generation_tokens_total", **model) == sum(u.completion_tokens for u in usages) == 29
+    generated = sum(u.completion_tokens for u in usages)
+    assert delta("gpucloud:generation_tokens_total", **model) == generated > 0
     spent = sum(u.model_extra["cost"] for u in usages)
     assert spent > 0
     assert delta("gpucloud:spend_usd_total", **model) == pytest.approx(spent)
 
     assert delta("gpucloud:time_to_first_token_seconds_count", **model) == 2
     assert delta("gpucloud:time_to_first_token_seconds_sum", **model) > 0
-    # Every output token after each request's first batch: at least some, at most all 29.
-    assert 1 <= delta("gpucloud:inter_token_latency_seconds_count", **model) <= 29
+    # Every output token after each request's first batch: at least some, at most all of them.
+    assert 1 <= delta("gpucloud:inter_token_latency_seconds_count", **model) <= generated
     assert delta("gpucloud:inter_token_latency_seconds_sum", **model) > 0
     for endpoint in ("chat.completions", "completions"):
         assert delta("gpucloud:e2e_request_latency_seconds_count", model_name=STREAMED, endpoint=endpoint) == 1
