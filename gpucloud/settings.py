@@ -355,3 +355,31 @@ CORS_EXPOSE_HEADERS = (
     "x-ratelimit-reset-tokens", "retry-after",
 )  # fmt: skip
 CORS_PREFLIGHT_MAX_AGE = envint("CORS_PREFLIGHT_MAX_AGE", 86400)
+
+# --- Prometheus metrics (observability/) -----------------------------------------------------
+
+# The bearer token a Prometheus scraper sends to GET /metrics; staff sessions may read it too.
+# Empty: only staff sessions.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+
+# --- API docs: the OpenAPI schema (/api/schema) and Swagger UI (/docs/) -----------------------
+
+INSTALLED_APPS += ["drf_spectacular", "drf_spectacular_sidecar"]
+REST_FRAMEWORK["DEFAULT_SCHEMA_CLASS"] = "drf_spectacular.openapi.AutoSchema"
+SPECTACULAR_SETTINGS = {
+    "TITLE": "GPU Cloud API",
+    "DESCRIPTION": "The OpenAI-compatible API (`/v1`) and the management API (`/api`) of GPU Cloud. "
+    'Errors use the OpenAI shape `{"error": {"message", "type", "param", "code"}}`.',
+    "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],  # public: it describes the API and holds nothing of any account
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SECURITY": [],
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "gpucloud.openapi.add_v1_paths"],
+    # Swagger UI from drf-spectacular-sidecar's static files: nothing from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "persistAuthorization": False},
+}

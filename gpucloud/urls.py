@@ -16,11 +16,13 @@ urlpatterns = [
     path("admin/login/", account_views.throttle_login_failures(admin.site.login)),
     path("admin/", admin.site.urls),
     path("health", health, name="health"),
+    path("", include("observability.urls")),  # Prometheus /metrics
     path("v1/", include("inference.urls")),
     path("api/", include("inference.api_urls")),
     path("api/", include("deployments.api_urls")),
     path("api/", include("billing.api_urls")),
     path("api/", include("accounts.api_urls")),
+    path("", include("gpucloud.openapi")),  # API docs: /api/schema and /docs/
     # Unknown API URLs get the OpenAI error shape, with DEBUG on or off.
     re_path(r"^(v1|api)/", api_not_found),
 ]

@@ -19,6 +19,7 @@ from inference.metering import UsageMeter
 from inference.transport import QueuedCall, WorkerLost
 from nodeprotocol import DETERMINISTIC_ENGINES, KIND_EMBED, KIND_GENERATE, EmbeddingJob, GenerationJob
 from nodeprotocol.tokens import count_tokens
+from observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class InferenceCall(QueuedCall):
             if message["type"] != replies.EVENTS:
                 continue
             self.meter.mark_first_token()
+            metrics.output_arrived(self.meter, message["events"])
             for event in message["events"]:
                 index, text = event["i"], event["t"]
                 if self.replay[index]:

@@ -33,6 +33,7 @@ from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from gpucloud.redis_client import get_async_redis
+from observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +131,13 @@ async def settle_orphan(process: str, request_id: str, *, completion_tokens: int
     if raw is None:
         return  # its view finished it, or another survivor did
     entry = json.loads(raw)
-    await sync_to_async(_settle, thread_sensitive=False)(request_id, entry, completion_tokens, worker)
+    record = await sync_to_async(_settle, thread_sensitive=False)(request_id, entry, completion_tokens, worker)
+    metrics.orphan_settled(record)
     await get_async_redis().hdel(_journal_key(process), request_id)
     logger.warning("Settled %s, whose web process %s died, at %d tokens", request_id, process, completion_tokens)
 
 
-def _settle(request_id: str, entry: dict, completion_tokens: int, worker: str) -> None:
+def _settle(request_id: str, entry: dict, completion_tokens: int, worker: str):
     from accounts.models import ApiKey
     from billing.admission import Reservation, settle
     from inference.services import usage_record
@@ -155,7 +157,7 @@ def _settle(request_id: str, entry: dict, completion_tokens: int, worker: str) -
     charge = entry["stream"] and completion_tokens > 0
     if entry.get("reservation"):
         reservation = {**entry["reservation"], "worst_case": Decimal(entry["reservation"]["worst_case"])}
-        settle(
+        return settle(
             Reservation(**reservation),
             prompt_tokens=entry["prompt_tokens"],
             completion_tokens=completion_tokens,
@@ -164,7 +166,7 @@ def _settle(request_id: str, entry: dict, completion_tokens: int, worker: str) -
         )
     else:
         api_key = ApiKey.objects.filter(pk=entry["api_key"]).first()
-        usage_record(
+        return usage_record(
             request_id=request_id,
             user_id=entry["user"],
             api_key=api_key,

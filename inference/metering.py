@@ -30,6 +30,7 @@ from deployments.models import CatalogModel
 from gpucloud.openai_errors import ApiError
 from inference import journal
 from inference.services import usage_record
+from observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class UsageMeter:
             "latency_ms": round((time.monotonic() - self.started) * 1000),
             "time_to_first_token_ms": ttft,
         }
+        metrics.request_finished(self, status_code)
         try:
             if self.reservation is not None:
                 record = await sync_to_async(admission.settle)(
@@ -136,6 +138,7 @@ class UsageMeter:
                     **fields,
                 )
             self.cost = record.cost
+            metrics.request_charged(self)
         except Exception:  # metering must never turn a served request into a failure
             logger.exception("Could not record usage for %s", self.request.request_id)
             return  # left in the journal: if this process dies, a survivor settles it

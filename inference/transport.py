@@ -26,6 +26,7 @@ from deployments.models import Deployment
 from gpucloud.openai_errors import ApiError, service_unavailable
 from inference import jobqueue, journal, replies
 from inference.metering import UsageMeter
+from observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ class QueuedCall:
                 reply_channel=self.channel,
                 limits=self.limits(),
             )
+            metrics.enqueued(self)
         except BROKER_ERRORS as error:
             logger.warning("Could not enqueue %s: %s", self.request_id, error)
             await self.close()
@@ -199,6 +201,7 @@ class QueuedCall:
                 raise WorkerLost(message.get("node") or self.meter.worker)
             if kind == replies.DISPATCHED:
                 self.meter.worker, self.session, self.job_id = message["node"], message["session"], message["job"]
+                metrics.dispatched(self)
                 if waiting_for_worker:
                     return message
                 continue
