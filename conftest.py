@@ -525,6 +525,11 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield chromium
         chromium.close()
+        # Django keeps connections per async context, and Playwright's event loop makes one: close the
+        # tests' connections made in it, or PostgreSQL refuses to drop the test database at the end.
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture(params=list(VIEWPORTS))
