@@ -183,8 +183,15 @@ def user_update(*, actor, user, first_name: str, last_name: str, email: str, is_
         raise ValidationError({"email": "Another account has this email address."})
     if user.pk == actor.pk and not is_staff:
         raise ValidationError({"is_staff": "You cannot take away your own staff access."})
+    fields = ["first_name", "last_name", "email", "is_staff"]
+    # A signed-up account logs in with its address: its username follows a new one.
+    if user.username.lower() == user.email.lower() and email != user.email:
+        if User.objects.filter(username__iexact=email).exclude(pk=user.pk).exists():
+            raise ValidationError({"email": "Another account has this email address as its username."})
+        user.username = email
+        fields.append("username")
     user.first_name, user.last_name, user.email, user.is_staff = first_name.strip(), last_name.strip(), email, is_staff
-    user.save(update_fields=["first_name", "last_name", "email", "is_staff"])
+    user.save(update_fields=fields)
     logger.info("Staff %s updated user %s", actor.pk, user.pk)
     return user
 

@@ -80,3 +80,22 @@ def test_the_theme_follows_the_system_until_chosen(browser, live):
         assert _background(page) == LIGHT_BG
     finally:
         context.close()
+
+
+def test_without_scripts_the_phone_nav_is_open(browser, live):
+    """No Menu button and no theme toggle (they would do nothing); the nav wraps inside the bar."""
+    from conftest import VIEWPORTS, browser_login
+
+    context = browser.new_context(base_url=live.url, viewport=VIEWPORTS["phone"], java_script_enabled=False)
+    try:
+        page = context.new_page()
+        browser_login(page, live.user.username, "live user password")
+        page.goto("/keys/")
+        expect(page.get_by_role("button", name="Menu")).to_be_hidden()
+        expect(page.get_by_role("button", name="Dark theme")).to_be_hidden()
+        for name in ("API keys", "Usage", "Join tokens", "Admin"):
+            expect(page.get_by_role("navigation", name="Main").get_by_role("link", name=name)).to_be_visible()
+        expect(page.get_by_role("button", name="Log out")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORTS["phone"]["width"]
+    finally:
+        context.close()

@@ -63,6 +63,19 @@ def test_staff_update_a_user(staff, user):
     assert (user.first_name, user.last_name, user.email, user.is_staff) == ("Alice", "Liddell", "a@new.org", True)
 
 
+def test_a_signed_up_users_username_follows_their_email(staff, mailoutbox):
+    user = _signup()
+    users.user_update(actor=staff, user=user, first_name="", last_name="", email="moved@example.com", is_staff=False)
+    user.refresh_from_db()
+    assert user.username == user.email == "moved@example.com"
+
+
+def test_other_usernames_stay(staff, user):
+    users.user_update(actor=staff, user=user, first_name="", last_name="", email="moved@example.com", is_staff=False)
+    user.refresh_from_db()
+    assert (user.username, user.email) == ("alice", "moved@example.com")
+
+
 def test_an_email_belongs_to_one_account(staff, user, outsider):
     with pytest.raises(ValidationError, match="Another account"):
         users.user_update(
