@@ -13,7 +13,10 @@ class SignupForm(forms.Form):
         max_length=150, widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True})
     )
     password1 = forms.CharField(
-        label="Password", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
+        label="Password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="At least 8 characters, not a common password, not all digits and not like your email address.",
     )
     password2 = forms.CharField(
         label="Password again", strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"})
