@@ -433,6 +433,10 @@ def live_platform(django_db_setup, django_db_blocker, _redis):
         "SECRET_KEY": settings.SECRET_KEY,
         "INFERENCE_QUEUE_TIMEOUT": "15",
         "LOG_LEVEL": "WARNING",
+        # Self-service accounts: the live server writes its emails to files, which browser tests read.
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": tempfile.mkdtemp(prefix="gpucloud-live-mail-"),
+        "ACCOUNT_EMAILS_PER_HOUR": "1000",  # every browser test signs up from 127.0.0.1
     }
     from gpucloud.daphne import command as daphne_command
 
@@ -521,6 +525,11 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield chromium
         chromium.close()
+        # Django keeps connections per async context, and Playwright's event loop makes one: close the
+        # tests' connections made in it, or PostgreSQL refuses to drop the test database at the end.
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture(params=list(VIEWPORTS))

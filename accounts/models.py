@@ -109,3 +109,20 @@ class ApiKey(models.Model):
 
     def may_use(self, model_id: str) -> bool:
         return not self.allowed_models or model_id in self.allowed_models
+
+
+class EmailVerification(models.Model):
+    """A signed-up account whose email address is not verified yet: the row exists until the link
+    in the verification email is followed. Until then the user is inactive (``is_active=False``),
+    so they can neither log in nor use API keys. A user with no row was verified, or was made by
+    staff (admin, ``createsuperuser``) and needs none; a staff-disabled user has no row either, so
+    a verification link can never re-enable them."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="email_verification"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"verification of {self.user}"

@@ -3,6 +3,7 @@
 import functools
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -74,6 +75,9 @@ class ThrottledLoginView(auth_views.LoginView):
     @classmethod
     def as_view(cls, **initkwargs):
         return throttle_login_failures(super().as_view(**initkwargs))
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "signup_enabled": settings.SIGNUP_ENABLED}
 
 
 # --- API keys ------------------------------------------------------------------------------------

@@ -383,3 +383,29 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "persistAuthorization": False},
 }
+
+# --- Self-service accounts: sign-up, email verification, password reset, email ----------------
+
+# Anyone may create an account at /signup/ (off: staff create accounts in the admin).
+SIGNUP_ENABLED = envbool("SIGNUP_ENABLED", True)
+# Sign-ups, verification emails and password-reset emails one IP (and one address) may ask for
+# per hour; more get a 429 page. Failed logins have their own limit (10 a minute).
+ACCOUNT_EMAILS_PER_HOUR = envint("ACCOUNT_EMAILS_PER_HOUR", 20)
+# Email: printed on the console (stdout of the web process) unless EMAIL_HOST names an SMTP
+# server, or EMAIL_BACKEND names another backend (e.g. the file backend with EMAIL_FILE_PATH).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_HOST = EMAIL_HOST or "localhost"
+EMAIL_PORT = envint("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = envbool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = envint("EMAIL_TIMEOUT", 10)
+if os.environ.get("EMAIL_FILE_PATH"):
+    EMAIL_FILE_PATH = os.environ["EMAIL_FILE_PATH"]
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL") or "GPU Cloud <noreply@localhost>"
+# How long a password-reset or email-verification link works (seconds).
+PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_TIMEOUT", 3 * 24 * 3600)

@@ -15,6 +15,9 @@ urlpatterns = [
     # The admin's own login form is throttled like the dashboard's.
     path("admin/login/", account_views.throttle_login_failures(admin.site.login)),
     path("admin/", admin.site.urls),
+    # Self-service accounts (sign-up, verification, password reset and change) and staff's Users pages.
+    path("", include("accounts.account_urls")),
+    path("users/", include("accounts.staff_urls")),
     path("health", health, name="health"),
     path("", include("observability.urls")),  # Prometheus /metrics
     path("v1/", include("inference.urls")),

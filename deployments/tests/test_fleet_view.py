@@ -151,5 +151,8 @@ def test_nav_links_to_it_for_staff_only(staff, user):
     user_client.force_login(user)
     assert f'href="{URL}"' in staff_client.get(reverse("dashboard:keys")).content.decode()
     assert f'href="{URL}"' not in user_client.get(reverse("dashboard:keys")).content.decode()
-    # The link is marked current on the fleet pages.
-    assert f'href="{URL}" aria-current="page"' in staff_client.get(reverse("fleet:tokens")).content.decode()
+    # The link is marked current on the fleet page; the Join tokens page has a nav link of its own.
+    assert f'href="{URL}" aria-current="page"' in staff_client.get(URL).content.decode()
+    tokens = staff_client.get(reverse("fleet:tokens")).content.decode()
+    assert f'href="{URL}" aria-current="page"' not in tokens
+    assert f'href="{reverse("fleet:tokens")}" aria-current="page"' in tokens

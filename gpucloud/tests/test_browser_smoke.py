@@ -10,6 +10,8 @@ def test_a_user_logs_in_and_out(logged_in_page, live):
     page = logged_in_page
 
     assert page.locator(".who").inner_text() == live.user.username
+    if page.viewport_name == "phone":  # the account controls are in the folded menu
+        page.get_by_role("button", name="Menu").click()
     page.get_by_role("button", name="Log out").click()
     page.goto("/keys/")
     assert "/login/" in page.url
