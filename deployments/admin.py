@@ -262,7 +262,9 @@ class JoinTokenAdmin(admin.ModelAdmin):
 
 @admin.register(WorkerNode)
 class WorkerNodeAdmin(admin.ModelAdmin):
-    list_display = ["name", "host", "effective_status", "slots", "joined_with", "last_heartbeat_at", "credential"]
+    list_display = [
+        "name", "host", "effective_status", "slots", "reliability", "joined_with", "last_heartbeat_at", "credential",
+    ]  # fmt: skip
     list_filter = ["status", "engine", "credential_revoked_at"]
     search_fields = ["name", "host", "credential_prefix"]
     # Nodes are written by the fleet (registration, heartbeats), so the page is read-only: an operator
@@ -280,6 +282,9 @@ class WorkerNodeAdmin(admin.ModelAdmin):
         "registered_at",
         "last_heartbeat_at",
         "telemetry",
+        "reliability",
+        "reliability_detail",
+        "verification_strikes",
     ]
     readonly_fields = fields
     actions = ["revoke_credential"]
