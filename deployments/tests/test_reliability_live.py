@@ -90,9 +90,7 @@ def test_placement_skips_a_node_below_the_minimum_score(fleet, make_key, setting
     deployment = deployment_create(name="reliability-live", model=model)
     try:
         assert [r.node.name for r in deployment.replica_set.select_related("node")] == [steady.name]
-        wait_for(
-            lambda: Deployment.objects.get(pk=deployment.pk).status == "running", timeout=30, message="it to run"
-        )
+        wait_for(lambda: Deployment.objects.get(pk=deployment.pk).status == "running", timeout=30, message="it to run")
         response = _chat(fleet, key, model.model_id)
         assert response.status_code == 200
         # The shaky node keeps what it had, and serves it.
