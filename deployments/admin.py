@@ -109,7 +109,10 @@ def _gpus(replica: Replica) -> str:
 class DeploymentAdmin(admin.ModelAdmin):
     """Saving and deleting go through placement, as on the Deployments page and the API."""
 
-    list_display = ["name", "model", "engine", "gpu_profile", "replicas", "status", "status_reason", "created_at"]
+    list_display = [
+        "name", "model", "engine", "gpu_profile", "replicas", "min_replicas", "max_replicas", "status", "status_reason",
+        "created_at",
+    ]  # fmt: skip
     list_filter = ["status", "engine", "gpu_profile"]
     list_select_related = ["model"]
     search_fields = ["name", "model__model_id"]
@@ -120,6 +123,8 @@ class DeploymentAdmin(admin.ModelAdmin):
         "status",
         "status_reason",
         "replicas",
+        "min_replicas",
+        "max_replicas",
         "precision",
         "gpu_profile",
         "placement",
@@ -148,6 +153,8 @@ class DeploymentAdmin(admin.ModelAdmin):
                 precision=obj.precision,
                 gpu_profile=obj.gpu_profile,
                 placement_strategy=obj.placement,
+                min_replicas=obj.min_replicas,
+                max_replicas=obj.max_replicas,
             )
             obj.pk = created.pk  # the admin redirects to the new row's page
             obj.refresh_from_db()

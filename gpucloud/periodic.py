@@ -32,11 +32,12 @@ async def claim_turn() -> bool:
 
 
 def steps():
-    from deployments import reliability
+    from deployments import autoscale, reliability
 
     return [
         ("reliability history", reliability.flush),
         ("reliability scores", reliability.refresh),
+        ("autoscaling", autoscale.autoscale),
     ]
 
 
