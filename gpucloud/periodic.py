@@ -32,12 +32,15 @@ async def claim_turn() -> bool:
 
 
 def steps():
+    from billing import pricing
     from deployments import autoscale, reliability
 
     return [
         ("reliability history", reliability.flush),
         ("reliability scores", reliability.refresh),
         ("autoscaling", autoscale.autoscale),
+        ("utilisation", pricing.sample_utilisation),
+        ("dynamic prices", pricing.reprice),
     ]
 
 
