@@ -65,11 +65,23 @@ def _commands(pipe, node_name: str, counts: dict[str, float], now: datetime) -> 
     pipe.sadd(HOURS_KEY, key)
 
 
+_client = None
+
+
+def _redis():
+    """One client (and connection pool) per process for the heartbeat path, rather than a new
+    connection for every heartbeat."""
+    global _client
+    if _client is None:
+        _client = get_redis()
+    return _client
+
+
 def record(node_name: str, counts: dict[str, float], now: datetime | None = None) -> None:
     """Count ``{metric: amount}`` for a node in this hour (one Redis round trip)."""
     if not node_name or not any(counts.values()):
         return
-    pipe = get_redis().pipeline(transaction=False)
+    pipe = _redis().pipeline(transaction=False)
     _commands(pipe, node_name, counts, now or timezone.now())
     pipe.execute()
 

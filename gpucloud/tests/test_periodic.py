@@ -47,3 +47,14 @@ def test_the_real_steps_run_on_an_idle_platform(caplog):
     assert names == ["reliability history", "reliability scores", "autoscaling", "utilisation", "dynamic prices"]
     periodic.run()
     assert not [r for r in caplog.records if r.name == "gpucloud.periodic"]  # no step failed
+
+
+@pytest.mark.django_db
+def test_the_command_runs_every_step():
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("periodic", stdout=out)
+    assert [line.split(":")[0] for line in out.getvalue().splitlines()] == [name for name, _ in periodic.steps()]
