@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Max, Sum
 from django.utils import timezone
 
 from deployments.models import NodeActivity, WorkerNode
@@ -172,17 +172,13 @@ def refresh(now: datetime | None = None) -> int:
     """Recompute every node's reliability from its recent history; returns the nodes changed."""
     now = now or timezone.now()
     since = hour_of(now - timedelta(days=settings.RELIABILITY_WINDOW_DAYS))
-    rows = list(NodeActivity.objects.filter(hour__gte=since).values_list("node_id", "hour", *METRICS.values()))
+    window = NodeActivity.objects.filter(hour__gte=since).order_by()
     # The fleet was observed, in each hour, for as long as its most present node was online.
-    observed_by_hour: dict[datetime, float] = defaultdict(float)
-    totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0, 0, 0])
-    for node_id, hour, online, served, lost, failed in rows:
-        observed_by_hour[hour] = max(observed_by_hour[hour], online)
-        total = totals[node_id]
-        total[0] += online
-        total[1] += served
-        total[2] += lost
-        total[3] += failed
+    observed_by_hour = dict(window.values_list("hour").annotate(Max("online_seconds")))
+    totals: dict[int, tuple] = defaultdict(lambda: (0.0, 0, 0, 0))
+    sums = [Sum(field) for field in METRICS.values()]
+    for node_id, *figures in window.values_list("node_id").annotate(*sums):
+        totals[node_id] = tuple(figure or 0 for figure in figures)
     changed = []
     for node in WorkerNode.objects.exclude(status=WorkerNode.Status.LEFT):
         joined = node.registered_at
@@ -216,6 +212,19 @@ def refresh(now: datetime | None = None) -> int:
             changed.append(node)
     WorkerNode.objects.bulk_update(changed, ["reliability", "reliability_detail"])
     return len(changed)
+
+
+REFRESH_KEY = "gpucloud:reliability-refreshed"
+REFRESH_SECONDS = 30
+
+
+def update(now: datetime | None = None) -> int | None:
+    """The periodic step: flush the counters and refresh the scores, at most every REFRESH_SECONDS
+    (the scores move slowly, and a refresh reads a week of history); None when not due."""
+    if not _redis().set(REFRESH_KEY, 1, nx=True, px=REFRESH_SECONDS * 1000):
+        return None
+    flush(now)
+    return refresh(now)
 
 
 def reliable(node: WorkerNode) -> bool:

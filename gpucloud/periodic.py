@@ -36,8 +36,7 @@ def steps():
     from deployments import autoscale, reliability
 
     return [
-        ("reliability history", reliability.flush),
-        ("reliability scores", reliability.refresh),
+        ("reliability", reliability.update),
         ("autoscaling", autoscale.autoscale),
         ("utilisation", pricing.sample_utilisation),
         ("dynamic prices", pricing.reprice),

@@ -228,3 +228,14 @@ def test_operators_see_the_score_in_the_workers_api_and_on_the_fleet_page(client
     page = client.get("/fleet/").content.decode()
     assert 'data-reliability="0.42"' in page
     assert "42%" in page and "no new replicas" in page
+
+
+def test_the_periodic_step_flushes_and_refreshes_at_most_every_half_minute():
+    get_redis().delete(reliability.REFRESH_KEY)
+    node = make_node("periodic")
+    reliability.record("periodic", {reliability.LOST: 30})
+    assert reliability.update() == 1
+    assert NodeActivity.objects.get(node=node).jobs_lost == 30
+    assert WorkerNode.objects.get(pk=node.pk).reliability < 0.5
+    assert reliability.update() is None  # not due yet
+    get_redis().delete(reliability.REFRESH_KEY)

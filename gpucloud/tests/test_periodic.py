@@ -44,7 +44,7 @@ def test_every_step_runs_even_when_one_fails(monkeypatch):
 @pytest.mark.django_db
 def test_the_real_steps_run_on_an_idle_platform(caplog):
     names = [name for name, _ in periodic.steps()]
-    assert names == ["reliability history", "reliability scores", "autoscaling", "utilisation", "dynamic prices"]
+    assert names == ["reliability", "autoscaling", "utilisation", "dynamic prices"]
     periodic.run()
     assert not [r for r in caplog.records if r.name == "gpucloud.periodic"]  # no step failed
 
