@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 # The periodic work this process runs, if any (one at a time).
 _periodic_task: asyncio.Task | None = None
+_periodic_asked_at = -1e9
 
 # "Try again later": a node reconnects after its backoff.
 CLOSE_TRY_AGAIN = 1013
@@ -190,9 +192,13 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
     async def _periodic(self) -> None:
         """The platform's periodic work (gpucloud.periodic), in one process per interval, beside the
         node's traffic rather than in front of it."""
-        global _periodic_task
+        global _periodic_task, _periodic_asked_at
         if _periodic_task is not None and not _periodic_task.done():
             return
+        # Every node's heartbeat comes here: ask Redis for the turn only twice per interval.
+        if time.monotonic() - _periodic_asked_at < settings.PERIODIC_INTERVAL / 2:
+            return
+        _periodic_asked_at = time.monotonic()
         try:
             if not await periodic.claim_turn():
                 return

@@ -10,7 +10,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from conftest import long_seeds, wait_for
+from conftest import ProtocolNode, long_seeds, wait_for
 from deployments import reliability
 from deployments.models import CatalogModel, Deployment, NodeActivity, WorkerNode
 from deployments.services import deployment_create, deployment_delete
@@ -99,3 +99,35 @@ def test_placement_skips_a_node_below_the_minimum_score(fleet, make_key, setting
     finally:
         deployment_delete(deployment=deployment)
         model.delete()
+
+
+def test_a_node_that_fails_jobs_is_charged_with_them_but_not_with_clients_bad_requests(fleet, make_key):
+    _, key = make_key(fleet.user, rpm=1000)
+    node = ProtocolNode(fleet, "failing").connect()
+    try:
+        queue = Deployment.objects.get(model__model_id="llama-3.1-8b-instruct").queue_name
+        wait_for(
+            lambda: (n := fleet.node("failing")) is not None and queue in n.telemetry.get("queues", []),
+            timeout=30,
+            message="the node to serve llama",
+        )
+        answers = [
+            {"type": "job.error", "message": "CUDA out of memory", "code": "engine_error", "status": 502},
+            {"type": "job.error", "message": "Bad input", "code": "engine_rejected_input", "status": 400},
+            {"type": "job.done", "usage": {"prompt_tokens": 5, "completion_tokens": 10**9}},  # a protocol violation
+        ]
+        statuses = []
+        for answer in answers:
+            call = threading.Thread(
+                target=lambda: statuses.append(_chat(fleet, key, "llama-3.1-8b-instruct").status_code)
+            )
+            call.start()
+            job = node.next("job")
+            node.send({**answer, "job": job["job"]})
+            call.join(timeout=30)
+        assert statuses == [502, 400, 502]
+        failing = WorkerNode.objects.get(name=node.name)
+        wait_for(lambda: _activity(failing)["jobs_failed"] == 2, timeout=10, message="the failures to be counted")
+        assert _activity(failing) == {"jobs_served": 1, "jobs_lost": 0, "jobs_failed": 2}
+    finally:
+        node.close()
