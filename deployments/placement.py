@@ -177,7 +177,7 @@ def _reconcile_locked() -> None:
                 unplaced_reason = (
                     f"{len(own)} of {deployment.replicas} replicas placed: no online '{deployment.engine}' node "
                     f"has {need:g} GB of free GPU memory for {deployment.model.model_id} at {deployment.precision}."
-                )
+                ) + _unreliable_note(deployment, capacities)
                 break
             replica = Replica.objects.create(
                 deployment=deployment, node=capacity.node, gpu_indices=gpus, memory_gb=need
@@ -186,6 +186,12 @@ def _reconcile_locked() -> None:
             capacity.take(deployment.pk, gpus, need)
             own.append(replica)
         _save_status(deployment, *_status(deployment, own, unplaced_reason))
+
+
+def _unreliable_note(deployment: Deployment, capacities: dict) -> str:
+    """Why a node that looks free took nothing: it is below the reliability minimum."""
+    count = sum(c.node.engine == deployment.engine and not reliable(c.node) for c in capacities.values())
+    return f" ({count} online node(s) below the reliability minimum take no new replicas.)" if count else ""
 
 
 def _spread_out(deployment: Deployment, own: list[Replica], need: float, capacities: dict) -> list[Replica]:

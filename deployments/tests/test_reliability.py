@@ -178,6 +178,7 @@ def test_a_node_below_the_minimum_gets_no_new_replicas(model):
     make_node("unreliable", score=0.3)
     deployment = deployment_create(name="d", model=model)
     assert deployment.status == "scheduling"
+    assert "(1 online node(s) below the reliability minimum take no new replicas.)" in deployment.status_reason
     assert nodes_of(deployment) == []
 
     make_node("reliable", score=0.9, gpu_gb=40)
