@@ -132,11 +132,12 @@ def load_of(deployment: Deployment, nodes: list[WorkerNode], replicas: list[Repl
 
 
 def autoscale(now: datetime | None = None) -> list[tuple[str, int, int]]:
-    """Scale every running autoscaled deployment; returns ``(name, before, after)`` for each change."""
+    """Scale every autoscaled deployment that is serving or placing replicas (one waiting in
+    ``scheduling`` for a replica no node can take comes down when quiet); returns
+    ``(name, before, after)`` for each change."""
     now = now or timezone.now()
-    deployments = list(
-        Deployment.objects.filter(max_replicas__isnull=False, status=Deployment.Status.RUNNING).select_related("model")
-    )
+    active = (Deployment.Status.RUNNING, Deployment.Status.STARTING, Deployment.Status.SCHEDULING)
+    deployments = list(Deployment.objects.filter(max_replicas__isnull=False, status__in=active).select_related("model"))
     if not deployments:
         return []
     nodes = list(WorkerNode.objects.exclude(status=WorkerNode.Status.LEFT))

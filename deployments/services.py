@@ -84,12 +84,19 @@ def demo_catalog_ensure() -> list[Deployment]:
 
 def demo_autoscale_ensure(deployments: list[Deployment], *, nodes: int) -> None:
     """Let the demo's deployments spread over the demo's ``nodes`` under load (autoscaling from one
-    replica up to one per node), unless an operator set their bounds already."""
+    replica up to one per node), unless an operator set their bounds already. A fresh start has no
+    load: autoscaled deployments start again from their minimum."""
     for deployment in deployments:
         deployment.refresh_from_db()
+        changes: dict = {}
         unset = deployment.max_replicas is None
         if unset or (deployment.min_replicas in (None, 1) and deployment.max_replicas < nodes):
-            deployment_update(deployment=deployment, min_replicas=1, max_replicas=max(nodes, 1))
+            changes.update(min_replicas=1, max_replicas=max(nodes, 1))
+        low = changes.get("min_replicas", deployment.min_replicas) or 1
+        if deployment.replicas != low:
+            changes["replicas"] = low
+        if changes:
+            deployment_update(deployment=deployment, **changes)
 
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"

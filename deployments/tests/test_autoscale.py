@@ -168,6 +168,20 @@ def test_it_adds_a_replica_on_another_node_under_load_and_removes_it_when_quiet(
 
 
 @pytest.mark.django_db
+def test_a_replica_no_node_can_take_goes_when_quiet(model, queue, settings):
+    settings.AUTOSCALE_QUIET_SECONDS = 60
+    make_node("only", gpu_gb=40)  # room for one replica
+    deployment = deployment_create(name="auto", model=model, replicas=2, max_replicas=2)
+    Replica.objects.filter(deployment=deployment).update(state=Replica.State.RUNNING)
+    deployment = deployment_update(deployment=deployment, placement="spread")  # status from the replicas
+    assert (deployment.status, deployment.replica_set.count()) == ("scheduling", 1)
+    now = datetime.now(UTC)
+    assert autoscale.autoscale(now=now) == []
+    assert autoscale.autoscale(now=now + timedelta(seconds=60)) == [("auto", 2, 1)]
+    assert Deployment.objects.get(pk=deployment.pk).status == "running"
+
+
+@pytest.mark.django_db
 def test_it_does_not_stack_replicas_on_a_node_that_has_one(model, queue):
     make_node("only")
     deployment = _loaded(deployment_create(name="auto", model=model, max_replicas=3))
@@ -267,6 +281,8 @@ def test_the_demo_deployments_autoscale_over_the_local_nodes(catalog):
     demo_autoscale_ensure(catalog, nodes=2)
     assert set(Deployment.objects.values_list("min_replicas", "max_replicas")) == {(1, 2)}
     deployment_update(deployment=Deployment.objects.get(pk=catalog[0].pk), max_replicas=6)
-    demo_autoscale_ensure(catalog, nodes=3)  # an operator's bounds stay
+    deployment_update(deployment=Deployment.objects.get(pk=catalog[1].pk), replicas=2)
+    demo_autoscale_ensure(catalog, nodes=3)  # an operator's bounds stay; a restart starts from the minimum
     assert Deployment.objects.get(pk=catalog[0].pk).max_replicas == 6
     assert Deployment.objects.get(pk=catalog[1].pk).max_replicas == 3
+    assert Deployment.objects.get(pk=catalog[1].pk).replicas == 1
