@@ -30,3 +30,4 @@ bench: $(VENV)/.installed
 	$(PY) bench/recovery.py
 	$(PY) bench/admission.py
 	$(PY) bench/eventloop.py
+	$(PY) bench/marketplace.py

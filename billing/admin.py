@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 
 from billing import services
-from billing.models import BillingAccount, LedgerEntry, PriceVersion
+from billing.models import BillingAccount, DynamicPrice, LedgerEntry, PriceVersion
 from billing.selectors import balance_of
 
 
@@ -89,9 +89,26 @@ class BillingAccountAdmin(ReadOnlyAdmin):
 
 @admin.register(PriceVersion)
 class PriceVersionAdmin(ReadOnlyAdmin):
-    list_display = ["model_name", "price_input_per_million", "price_output_per_million", "effective_from"]
+    list_display = ["model_name", "price_input_per_million", "price_output_per_million", "multiplier", "effective_from"]
     list_filter = ["model_name"]
-    readonly_fields = ["model", "model_name", "price_input_per_million", "price_output_per_million", "effective_from"]
+    readonly_fields = [
+        "model", "model_name", "price_input_per_million", "price_output_per_million", "multiplier", "effective_from",
+    ]  # fmt: skip
 
     def has_add_permission(self, request) -> bool:
         return False  # a version starts when a catalog model's prices are saved
+
+
+@admin.register(DynamicPrice)
+class DynamicPriceAdmin(admin.ModelAdmin):
+    """Which models float with demand, and between which multipliers (billing.pricing moves them)."""
+
+    list_display = ["model", "enabled", "floor", "ceiling", "repriced_at"]
+    list_filter = ["enabled"]
+    fields = ["model", "enabled", "floor", "ceiling", "repriced_at"]
+    readonly_fields = ["repriced_at"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # The multiplier in force is brought within the new bounds at once (or back to 1 when off).
+        services.price_version_record(obj.model, None if obj.enabled else 1)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 
 MONEY = {"max_digits": 18, "decimal_places": 8}
@@ -102,6 +104,8 @@ class PriceVersion(models.Model):
     model_name = models.CharField(max_length=200, help_text="The catalog id when this version was made.")
     price_input_per_million = models.DecimalField("price per million input tokens (USD)", **PRICE)
     price_output_per_million = models.DecimalField("price per million output tokens (USD)", **PRICE)
+    # Supply and demand (billing.pricing): the prices above are the catalog's times this multiplier.
+    multiplier = models.DecimalField(max_digits=6, decimal_places=3, default=Decimal("1"))
     effective_from = models.DateTimeField(db_index=True)
 
     class Meta:
@@ -111,3 +115,34 @@ class PriceVersion(models.Model):
     def __str__(self) -> str:
         prices = f"${self.price_input_per_million}/${self.price_output_per_million}"
         return f"{self.model_name} {prices} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
+MULTIPLIER = {"max_digits": 6, "decimal_places": 3}
+
+
+class DynamicPrice(models.Model):
+    """A catalog model whose price floats with supply and demand: the catalog's prices times a
+    multiplier between ``floor`` and ``ceiling``, moved by utilisation (billing.pricing). Each
+    change is a new PriceVersion; a request pays the version in force when it was admitted."""
+
+    model = models.OneToOneField("deployments.CatalogModel", on_delete=models.CASCADE, related_name="dynamic_price")
+    enabled = models.BooleanField(default=True)
+    floor = models.DecimalField(
+        "multiplier floor", default=Decimal("1"), help_text="The multiplier when the model is idle, e.g. 0.8.",
+        validators=[MinValueValidator(Decimal("0.01"))], **MULTIPLIER,
+    )  # fmt: skip
+    ceiling = models.DecimalField(
+        "multiplier ceiling", default=Decimal("2"), help_text="The multiplier when its capacity is all in use.",
+        validators=[MinValueValidator(Decimal("0.01"))], **MULTIPLIER,
+    )  # fmt: skip
+    repriced_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = "dynamic price"
+
+    def __str__(self) -> str:
+        return f"{self.model} x{self.floor}-{self.ceiling}"
+
+    def clean(self):
+        if self.floor is not None and self.ceiling is not None and self.floor > self.ceiling:
+            raise ValidationError({"ceiling": "The ceiling must be at least the floor."})

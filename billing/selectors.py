@@ -201,12 +201,46 @@ def key_budgets(user) -> list:
 
 def models_with_prices() -> list:
     """Every catalog model with its aliases and the prices in force now (the Models & pricing page)."""
+    from billing.models import DynamicPrice
     from deployments.models import CatalogModel
 
     models = list(CatalogModel.objects.prefetch_related("aliases").order_by("model_id"))
+    dynamic = {d.model_id: d for d in DynamicPrice.objects.filter(enabled=True)}
     for model in models:
         model.price = price_in_force(model)
+        floating = dynamic.get(model.pk)
+        # The multiplier in force and its bounds, when the model's price floats with demand.
+        model.demand = (
+            {
+                "multiplier": _short(model.price.multiplier if model.price else Decimal(1)),
+                "floor": _short(floating.floor),
+                "ceiling": _short(floating.ceiling),
+            }
+            if floating
+            else None
+        )
     return models
+
+
+def _short(number: Decimal) -> str:
+    """1.250 -> 1.25, 2.000 -> 2."""
+    return f"{number.normalize():f}"
+
+
+def model_pricing(model) -> dict:
+    """A model's prices in force as ``GET /v1/models`` shows them (USD per million tokens)."""
+    version = price_in_force(model)
+    if version is None:
+        return {
+            "input_per_million": float(model.price_input_per_million),
+            "output_per_million": float(model.price_output_per_million),
+            "multiplier": 1.0,
+        }
+    return {
+        "input_per_million": float(version.price_input_per_million),
+        "output_per_million": float(version.price_output_per_million),
+        "multiplier": float(version.multiplier),
+    }
 
 
 def keys_with_budget_spend(keys) -> list:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from billing import redis_state
-from billing.models import BillingAccount, LedgerEntry, PriceVersion
+from billing.models import BillingAccount, DynamicPrice, LedgerEntry, PriceVersion
 from billing.money import to_money, usd
 
 logger = logging.getLogger(__name__)
@@ -213,21 +213,46 @@ def request_refund(*, request_id: str, amount: Decimal | None = None, created_by
     )
 
 
-def price_version_record(model) -> PriceVersion:
-    """Start a new price version for a catalog model if its prices differ from the one in force.
+PRICE_PLACES = Decimal("0.0001")
+MULTIPLIER_PLACES = Decimal("0.001")
+
+
+def _multiplier_in_force(model, current: PriceVersion | None) -> Decimal:
+    """A model without a dynamic price pays 1x; one with keeps its multiplier, within its bounds."""
+    dynamic = DynamicPrice.objects.filter(model=model, enabled=True).first()
+    if dynamic is None:
+        return Decimal("1")
+    multiplier = current.multiplier if current is not None else dynamic.floor
+    return min(max(multiplier, dynamic.floor), dynamic.ceiling)
+
+
+def price_version_record(model, multiplier: Decimal | None = None) -> PriceVersion:
+    """Start a new price version for a catalog model if its prices differ from the one in force:
+    the catalog's prices times ``multiplier`` (default: the one in force, see _multiplier_in_force).
 
     Past requests keep the version they were admitted under; only later ones see the new prices.
     """
     with transaction.atomic():
         current = PriceVersion.objects.filter(model=model).order_by("-effective_from", "-id").first()
-        prices = (to_money(model.price_input_per_million), to_money(model.price_output_per_million))
-        if current is not None and (current.price_input_per_million, current.price_output_per_million) == prices:
+        if multiplier is None:
+            multiplier = _multiplier_in_force(model, current)
+        multiplier = Decimal(multiplier).quantize(MULTIPLIER_PLACES, ROUND_HALF_UP)
+        prices = (
+            (model.price_input_per_million * multiplier).quantize(PRICE_PLACES, ROUND_HALF_UP),
+            (model.price_output_per_million * multiplier).quantize(PRICE_PLACES, ROUND_HALF_UP),
+        )
+        if current is not None and (
+            current.price_input_per_million,
+            current.price_output_per_million,
+            current.multiplier,
+        ) == (*prices, multiplier):
             return current
         version = PriceVersion.objects.create(
             model=model,
             model_name=model.model_id,
-            price_input_per_million=model.price_input_per_million,
-            price_output_per_million=model.price_output_per_million,
+            price_input_per_million=prices[0],
+            price_output_per_million=prices[1],
+            multiplier=multiplier,
             effective_from=timezone.now(),
         )
         transaction.on_commit(lambda: redis_state.price_publish(version))

@@ -109,7 +109,10 @@ def _gpus(replica: Replica) -> str:
 class DeploymentAdmin(admin.ModelAdmin):
     """Saving and deleting go through placement, as on the Deployments page and the API."""
 
-    list_display = ["name", "model", "engine", "gpu_profile", "replicas", "status", "status_reason", "created_at"]
+    list_display = [
+        "name", "model", "engine", "gpu_profile", "replicas", "min_replicas", "max_replicas", "status", "status_reason",
+        "created_at",
+    ]  # fmt: skip
     list_filter = ["status", "engine", "gpu_profile"]
     list_select_related = ["model"]
     search_fields = ["name", "model__model_id"]
@@ -120,6 +123,8 @@ class DeploymentAdmin(admin.ModelAdmin):
         "status",
         "status_reason",
         "replicas",
+        "min_replicas",
+        "max_replicas",
         "precision",
         "gpu_profile",
         "placement",
@@ -148,6 +153,8 @@ class DeploymentAdmin(admin.ModelAdmin):
                 precision=obj.precision,
                 gpu_profile=obj.gpu_profile,
                 placement_strategy=obj.placement,
+                min_replicas=obj.min_replicas,
+                max_replicas=obj.max_replicas,
             )
             obj.pk = created.pk  # the admin redirects to the new row's page
             obj.refresh_from_db()
@@ -262,7 +269,9 @@ class JoinTokenAdmin(admin.ModelAdmin):
 
 @admin.register(WorkerNode)
 class WorkerNodeAdmin(admin.ModelAdmin):
-    list_display = ["name", "host", "effective_status", "slots", "joined_with", "last_heartbeat_at", "credential"]
+    list_display = [
+        "name", "host", "effective_status", "slots", "reliability", "joined_with", "last_heartbeat_at", "credential",
+    ]  # fmt: skip
     list_filter = ["status", "engine", "credential_revoked_at"]
     search_fields = ["name", "host", "credential_prefix"]
     # Nodes are written by the fleet (registration, heartbeats), so the page is read-only: an operator
@@ -280,6 +289,9 @@ class WorkerNodeAdmin(admin.ModelAdmin):
         "registered_at",
         "last_heartbeat_at",
         "telemetry",
+        "reliability",
+        "reliability_detail",
+        "verification_strikes",
     ]
     readonly_fields = fields
     actions = ["revoke_credential"]

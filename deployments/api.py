@@ -108,6 +108,9 @@ class QueuesView(ManagementAPIView):
 
 class DeploymentSerializer(serializers.ModelSerializer):
     model = serializers.SlugRelatedField(slug_field="model_id", queryset=CatalogModel.objects.all())
+    # Bounded here by type (a huge number would overflow the column); the service checks the rules.
+    min_replicas = serializers.IntegerField(min_value=1, max_value=1024, required=False, allow_null=True)
+    max_replicas = serializers.IntegerField(min_value=1, max_value=1024, required=False, allow_null=True)
     queue = serializers.CharField(source="queue_name", read_only=True)
     replicas_running = serializers.SerializerMethodField()
     memory_gb_per_replica = serializers.SerializerMethodField()
@@ -116,7 +119,8 @@ class DeploymentSerializer(serializers.ModelSerializer):
         model = Deployment
         fields = [
             "name", "model", "engine", "engine_config", "precision", "gpu_profile", "placement", "replicas",
-            "replicas_running", "memory_gb_per_replica", "status", "status_reason", "queue", "created_at", "updated_at",
+            "min_replicas", "max_replicas", "replicas_running", "memory_gb_per_replica", "status", "status_reason",
+            "queue", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = ["status", "status_reason", "created_at", "updated_at"]
 
@@ -130,6 +134,8 @@ class DeploymentSerializer(serializers.ModelSerializer):
 class DeploymentUpdateSerializer(serializers.Serializer):
     # Types only: the rules (replica cap, engine_config an object without secrets) are the service's.
     replicas = serializers.IntegerField(min_value=0, required=False)
+    min_replicas = serializers.IntegerField(min_value=1, max_value=1024, required=False, allow_null=True)
+    max_replicas = serializers.IntegerField(min_value=1, max_value=1024, required=False, allow_null=True)
     engine_config = serializers.JSONField(required=False)
     precision = serializers.ChoiceField(choices=Precision.choices, required=False)
     gpu_profile = serializers.ChoiceField(choices=[("", "any"), *GPU_PROFILE_CHOICES], required=False)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -25,6 +26,7 @@ from deployments.fleet import (
     node_heartbeat,
 )
 from deployments.presence import heartbeats_interrupt
+from gpucloud import periodic
 from inference.dispatcher import NodeDispatcher
 from nodeprotocol import (
     ASSIGN,
@@ -40,6 +42,10 @@ from nodeprotocol import VERSION as PROTOCOL_VERSION
 
 logger = logging.getLogger(__name__)
 
+
+# The periodic work this process runs, if any (one at a time).
+_periodic_task: asyncio.Task | None = None
+_periodic_asked_at = -1e9
 
 # "Try again later": a node reconnects after its backoff.
 CLOSE_TRY_AGAIN = 1013
@@ -162,7 +168,10 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
                 logger.exception("Could not handle a heartbeat of %s", self.node_name)
 
     async def heartbeat(self, content: dict) -> None:
-        telemetry = clean_heartbeat({**content, "in_flight": len(self.dispatcher.jobs)})  # ours, not its claim
+        # In flight, in all and per queue: ours, not its claim.
+        telemetry = clean_heartbeat(
+            {**content, "in_flight": len(self.dispatcher.jobs), "busy": self.dispatcher.busy_by_queue()}
+        )
         try:
             assignment, serving = await database_sync_to_async(node_heartbeat)(self.node_id, telemetry)
         except Refused as refusal:
@@ -178,6 +187,24 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
         self.dispatcher.update(slots=telemetry["slots"], draining=telemetry["draining"], serving=serving)
         if sorted(telemetry["replicas"]) != sorted(str(r["id"]) for r in assignment):
             await self.send_json({"type": ASSIGN, "replicas": assignment})
+        await self._periodic()
+
+    async def _periodic(self) -> None:
+        """The platform's periodic work (gpucloud.periodic), in one process per interval, beside the
+        node's traffic rather than in front of it."""
+        global _periodic_task, _periodic_asked_at
+        if _periodic_task is not None and not _periodic_task.done():
+            return
+        # Every node's heartbeat comes here: ask Redis for the turn only twice per interval.
+        if time.monotonic() - _periodic_asked_at < settings.PERIODIC_INTERVAL / 2:
+            return
+        _periodic_asked_at = time.monotonic()
+        try:
+            if not await periodic.claim_turn():
+                return
+        except RedisError:
+            return
+        _periodic_task = asyncio.create_task(database_sync_to_async(periodic.run, thread_sensitive=False)())
 
     async def job_cancel(self, event):
         """From a view: stop one of this node's jobs."""

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from deployments import placement
+from deployments import placement, reliability
 from deployments.models import JoinToken, Replica, Trust, WorkerNode
 from deployments.presence import worker_gone, worker_seen
 from gpucloud.credentials import matches, new_credential, split_credential
@@ -186,10 +186,19 @@ def clean_heartbeat(message: dict) -> dict:
     replicas = message.get("replicas")
     gpus = message.get("gpus")
     in_flight = message.get("in_flight")
+    busy = message.get("busy")
     return {
         "slots": slots if isinstance(slots, int) and not isinstance(slots, bool) and 1 <= slots <= MAX_SLOTS else 1,
         "in_flight": in_flight if isinstance(in_flight, int) and 0 <= in_flight <= MAX_SLOTS else 0,
         "draining": message.get("draining") is True,
+        # Jobs in flight per queue (the server's count, like in_flight): utilisation for autoscaling and prices.
+        "busy": {
+            str(queue)[:200]: count
+            for queue, count in list(busy.items())[:MAX_REPLICAS]
+            if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_SLOTS
+        }
+        if isinstance(busy, dict)
+        else {},
         "replicas": {
             str(k)[:20]: {"state": str(v.get("state"))[:20], "reason": str(v.get("reason", ""))[:300]}
             for k, v in list(replicas.items())[:MAX_REPLICAS]
@@ -217,12 +226,15 @@ def node_heartbeat(node_id: int, message: dict) -> tuple[list[dict], dict[str, i
         raise Refused("This node's credential has been revoked by an operator.")
     telemetry = clean_heartbeat(message)
     status = WorkerNode.Status.DRAINING if telemetry["draining"] else WorkerNode.Status.ONLINE
+    now = timezone.now()
     WorkerNode.objects.filter(pk=node_id).update(
-        status=status, last_heartbeat_at=timezone.now(), telemetry=telemetry, slots=telemetry["slots"]
+        status=status, last_heartbeat_at=now, telemetry=telemetry, slots=telemetry["slots"]
     )
     changed = _record_replica_states(node, telemetry["replicas"]) or node.status != status
     try:
         worker_seen(node.name)
+        # Uptime history for its reliability: a Redis counter, added to the database in batches.
+        reliability.record(node.name, {reliability.ONLINE: reliability.online_seconds(node.last_heartbeat_at, now)})
         placement.reconcile() if changed else placement.reconcile_soon()
     except RedisError as error:
         # Redis is down: the heartbeat is on record in the database (so the node stays online and

@@ -98,10 +98,22 @@ class DeploymentSettingsForm(forms.Form):
         label="GPU type preference", choices=[("", "Any GPU"), *GPU_PROFILE_CHOICES], required=False
     )
     placement = forms.ChoiceField(choices=PLACEMENT_CHOICES, initial=Deployment.Placement.BINPACK)
+    # Autoscaling (deployments.autoscale): both empty for a fixed number of replicas.
+    min_replicas = forms.IntegerField(
+        label="Autoscale: min replicas", required=False, min_value=1, max_value=MAX_REPLICAS,
+        help_text="Never fewer (default 1).",
+    )  # fmt: skip
+    max_replicas = forms.IntegerField(
+        label="Autoscale: max replicas", required=False, min_value=1, max_value=MAX_REPLICAS,
+        help_text="Replicas are added while requests wait and removed when quiet. Empty: no autoscaling.",
+    )  # fmt: skip
 
 
 class DeploymentCreateForm(DeploymentSettingsForm):
-    field_order = ["name", "model", "engine", "engine_config", "precision", "gpu_profile", "placement", "replicas"]
+    field_order = [
+        "name", "model", "engine", "engine_config", "precision", "gpu_profile", "placement", "replicas",
+        "min_replicas", "max_replicas",
+    ]  # fmt: skip
 
     name = forms.SlugField(
         max_length=100, help_text="Letters, digits, - and _. Names the queue too: deployment.<name>."

@@ -120,6 +120,13 @@ class Deployment(models.Model):
     )
     placement = models.CharField(max_length=10, choices=Placement.choices, default=Placement.BINPACK)
     replicas = models.PositiveIntegerField(default=1)
+    # Autoscaling (deployments.autoscale): on when max_replicas is set; replicas then moves between the two.
+    min_replicas = models.PositiveIntegerField(null=True, blank=True, help_text="Autoscaling: never fewer.")
+    max_replicas = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Autoscaling: at most this many (empty: a fixed number of replicas)."
+    )
+    # Since when nothing waits in its queue and its replicas are half idle (None: busy); the autoscaler's.
+    quiet_since = models.DateTimeField(null=True, blank=True, editable=False)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING, db_index=True)
     status_reason = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -134,6 +141,10 @@ class Deployment(models.Model):
     @property
     def queue_name(self) -> str:
         return f"deployment.{self.name}"
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max_replicas is not None
 
     @property
     def memory_gb(self) -> float | None:
@@ -233,6 +244,12 @@ class WorkerNode(models.Model):
     registered_at = models.DateTimeField(auto_now_add=True)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
     telemetry = models.JSONField(default=dict, blank=True, help_text="The last heartbeat's figures.")
+    # Reliability (deployments.reliability): a score from 0 to 1, refreshed periodically from the
+    # node's recent history; placement prefers high scores and gives none below RELIABILITY_MIN_SCORE.
+    reliability = models.FloatField(default=1.0)
+    reliability_detail = models.JSONField(default=dict, blank=True, editable=False)
+    # Results of this node's found wrong when re-run on a trusted node (the verification's strikes).
+    verification_strikes = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["name", "id"]
@@ -250,3 +267,24 @@ class WorkerNode(models.Model):
             if silent:
                 return self.Status.OFFLINE
         return self.status
+
+
+class NodeActivity(models.Model):
+    """One node's history for one hour: seconds online and jobs served, lost and failed. Counted in
+    Redis on the hot paths and added here in batches (deployments.reliability.flush)."""
+
+    node = models.ForeignKey(WorkerNode, on_delete=models.CASCADE, related_name="activity")
+    hour = models.DateTimeField(help_text="The hour's start (UTC).")
+    online_seconds = models.FloatField(default=0)
+    jobs_served = models.PositiveIntegerField(default=0)
+    jobs_lost = models.PositiveIntegerField(default=0)
+    jobs_failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-hour", "node"]
+        verbose_name_plural = "node activity"
+        constraints = [models.UniqueConstraint(fields=["node", "hour"], name="node_activity_one_per_hour")]
+        indexes = [models.Index(fields=["hour"])]
+
+    def __str__(self) -> str:
+        return f"{self.node} {self.hour:%Y-%m-%d %H}:00"

@@ -15,6 +15,8 @@ Rules:
 * ``binpack`` (default) picks the node left with the least free memory; ``spread`` the most.
   Replicas of one deployment prefer nodes that have none of it yet, then the deployment's GPU
   type preference; two that had to share a node move apart once another node has room.
+* Reliable nodes come before others (``WorkerNode.reliability``), and a node below
+  ``RELIABILITY_MIN_SCORE`` gets no new replicas (it keeps those it has).
 * A replica on a node that is offline, draining, left or revoked is removed and placed again.
 * Status: ``scheduling`` while some replica has no node (with the reason), ``starting`` until
   every replica reports loaded, ``running`` when all do, ``failed`` when a replica failed to
@@ -30,6 +32,7 @@ from django.db import transaction
 
 from deployments.models import Deployment, Engine, Replica, WorkerNode
 from deployments.presence import heartbeats_interrupted
+from deployments.reliability import reliable
 from gpucloud.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
@@ -101,7 +104,7 @@ def _choose(deployment: Deployment, need_gb: float, capacities: list[NodeCapacit
     spread = deployment.placement == Deployment.Placement.SPREAD
     options = []
     for capacity in capacities:
-        if capacity.node.engine != deployment.engine:
+        if capacity.node.engine != deployment.engine or not reliable(capacity.node):
             continue
         gpus = capacity.fit(need_gb, spread)
         if gpus is None:
@@ -110,7 +113,13 @@ def _choose(deployment: Deployment, need_gb: float, capacities: list[NodeCapacit
         preferred_type = not deployment.gpu_profile or any(
             gpu["name"] == deployment.gpu_profile for gpu in capacity.node.gpus
         )
-        key = (deployment.pk in capacity.deployments, not preferred_type, -left if spread else left)
+        # Reliable nodes first (in steps of 0.1, so that small differences leave binpack/spread to decide).
+        key = (
+            deployment.pk in capacity.deployments,
+            not preferred_type,
+            -round(capacity.node.reliability, 1),
+            -left if spread else left,
+        )
         options.append((key, capacity, gpus))
     if not options:
         return None, None
@@ -168,7 +177,7 @@ def _reconcile_locked() -> None:
                 unplaced_reason = (
                     f"{len(own)} of {deployment.replicas} replicas placed: no online '{deployment.engine}' node "
                     f"has {need:g} GB of free GPU memory for {deployment.model.model_id} at {deployment.precision}."
-                )
+                ) + _unreliable_note(deployment, capacities)
                 break
             replica = Replica.objects.create(
                 deployment=deployment, node=capacity.node, gpu_indices=gpus, memory_gb=need
@@ -177,6 +186,12 @@ def _reconcile_locked() -> None:
             capacity.take(deployment.pk, gpus, need)
             own.append(replica)
         _save_status(deployment, *_status(deployment, own, unplaced_reason))
+
+
+def _unreliable_note(deployment: Deployment, capacities: dict) -> str:
+    """Why a node that looks free took nothing: it is below the reliability minimum."""
+    count = sum(c.node.engine == deployment.engine and not reliable(c.node) for c in capacities.values())
+    return f" ({count} online node(s) below the reliability minimum take no new replicas.)" if count else ""
 
 
 def _spread_out(deployment: Deployment, own: list[Replica], need: float, capacities: dict) -> list[Replica]:
@@ -188,6 +203,7 @@ def _spread_out(deployment: Deployment, own: list[Replica], need: float, capacit
             continue
         room = any(
             capacity.node.engine == deployment.engine
+            and reliable(capacity.node)
             and deployment.pk not in capacity.deployments
             and capacity.fit(need, spread) is not None
             for capacity in capacities.values()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from deployments.models import CatalogModel, Deployment, Replica, WorkerNode
@@ -85,6 +86,12 @@ def node_summary(node: WorkerNode) -> dict:
         ],
         "last_heartbeat_at": node.last_heartbeat_at.isoformat() if node.last_heartbeat_at else None,
         "registered_at": node.registered_at.isoformat(),
+        # Marketplace: the node's reliability score and what it is made of (deployments.reliability).
+        "reliability": {
+            "score": node.reliability,
+            "placeable": node.reliability >= settings.RELIABILITY_MIN_SCORE,
+            **(node.reliability_detail or {}),
+        },
     }
 
 

@@ -82,6 +82,23 @@ def demo_catalog_ensure() -> list[Deployment]:
     return deployments
 
 
+def demo_autoscale_ensure(deployments: list[Deployment], *, nodes: int) -> None:
+    """Let the demo's deployments spread over the demo's ``nodes`` under load (autoscaling from one
+    replica up to one per node), unless an operator set their bounds already. A fresh start has no
+    load: autoscaled deployments start again from their minimum."""
+    for deployment in deployments:
+        deployment.refresh_from_db()
+        changes: dict = {}
+        unset = deployment.max_replicas is None
+        if unset or (deployment.min_replicas in (None, 1) and deployment.max_replicas < nodes):
+            changes.update(min_replicas=1, max_replicas=max(nodes, 1))
+        low = changes.get("min_replicas", deployment.min_replicas) or 1
+        if deployment.replicas != low:
+            changes["replicas"] = low
+        if changes:
+            deployment_update(deployment=deployment, **changes)
+
+
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -134,6 +151,16 @@ def deployment_rules(deployment: Deployment) -> None:
                 ]
     if isinstance(deployment.replicas, int) and deployment.replicas > MAX_REPLICAS:
         errors["replicas"] = [f"At most {MAX_REPLICAS} replicas."]
+    # Autoscaling bounds: 1 <= min_replicas <= max_replicas <= MAX_REPLICAS (min alone means nothing).
+    low, high = deployment.min_replicas, deployment.max_replicas
+    if low is not None and high is None:
+        errors["max_replicas"] = ["Set max_replicas too: autoscaling moves the replicas between the two."]
+    if isinstance(low, int) and low < 1:
+        errors["min_replicas"] = ["At least 1: an autoscaled deployment keeps a replica to take requests."]
+    if isinstance(high, int) and not 1 <= high <= MAX_REPLICAS:
+        errors["max_replicas"] = [f"From 1 to {MAX_REPLICAS}."]
+    if isinstance(low, int) and isinstance(high, int) and low > high:
+        errors["max_replicas"] = ["At least min_replicas."]
     if errors:
         raise ValidationError(errors)
 
@@ -151,6 +178,10 @@ def _validate(deployment: Deployment) -> None:
             errors.setdefault(field_name, []).extend(messages)
     if errors:
         raise ValidationError(errors)
+    if deployment.max_replicas is not None:
+        # Autoscaled: the replica count stays within the bounds (an operator's figure is a start).
+        low = deployment.min_replicas or 1
+        deployment.replicas = min(max(deployment.replicas, low), deployment.max_replicas)
 
 
 def deployment_create(
@@ -163,10 +194,15 @@ def deployment_create(
     precision: str = Precision.FP16,
     gpu_profile: str = "",
     placement_strategy: str = Deployment.Placement.BINPACK,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
 ) -> Deployment:
-    """Create a deployment (pending) and place its replicas at once."""
+    """Create a deployment (pending) and place its replicas at once. With ``max_replicas`` it is
+    autoscaled between ``min_replicas`` (default 1) and that (deployments.autoscale)."""
     deployment = Deployment(
         name=name,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
         model=model,
         replicas=replicas,
         engine=engine or model.default_engine,
@@ -182,7 +218,7 @@ def deployment_create(
     return deployment
 
 
-UPDATABLE = {"replicas", "engine_config", "precision", "gpu_profile", "placement"}
+UPDATABLE = {"replicas", "engine_config", "precision", "gpu_profile", "placement", "min_replicas", "max_replicas"}
 
 
 def deployment_update(*, deployment: Deployment, **changes) -> Deployment:

@@ -191,6 +191,8 @@ def deployments_list(request):
                 precision=data["precision"],
                 gpu_profile=data["gpu_profile"],
                 placement_strategy=data["placement"],
+                min_replicas=data["min_replicas"],
+                max_replicas=data["max_replicas"],
             )
         except ValidationError as error:
             add_service_errors(form, error)

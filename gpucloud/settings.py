@@ -409,3 +409,26 @@ if os.environ.get("EMAIL_FILE_PATH"):
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL") or "GPU Cloud <noreply@localhost>"
 # How long a password-reset or email-verification link works (seconds).
 PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_TIMEOUT", 3 * 24 * 3600)
+
+# --- Marketplace: reliability, dynamic prices, autoscaling (issue 12, points 6-8) -----------
+
+# How often the server's periodic work runs (reliability scores, autoscaling, dynamic prices):
+# driven by node heartbeats, once per interval across all web processes (a Redis lock).
+PERIODIC_INTERVAL = envfloat("PERIODIC_INTERVAL", 5.0)
+# A node's reliability (0-1) comes from its uptime, lost and failed jobs and verification strikes
+# over this many days; below RELIABILITY_MIN_SCORE it gets no new replicas.
+RELIABILITY_WINDOW_DAYS = envint("RELIABILITY_WINDOW_DAYS", 7)
+RELIABILITY_MIN_SCORE = envfloat("RELIABILITY_MIN_SCORE", 0.5)
+# What one verification strike takes off the score (as a fraction of it).
+RELIABILITY_STRIKE_PENALTY = envfloat("RELIABILITY_STRIKE_PENALTY", 0.2)
+# Autoscaled deployments gain a replica while a request has waited in the queue longer than this
+# (seconds), and lose one after AUTOSCALE_QUIET_SECONDS with nothing waiting and replicas half idle.
+AUTOSCALE_QUEUE_WAIT_TARGET = envfloat("AUTOSCALE_QUEUE_WAIT_TARGET", 2.0)
+AUTOSCALE_QUIET_SECONDS = envfloat("AUTOSCALE_QUIET_SECONDS", 120.0)
+# Dynamic prices: utilisation ((waiting + busy) / slots) is averaged over PRICING_WINDOW_SECONDS;
+# at or below PRICING_TARGET_UTILISATION the multiplier is the floor, at full use the ceiling. A
+# new price version is made at most every PRICING_INTERVAL seconds, in steps of PRICING_STEP.
+PRICING_WINDOW_SECONDS = envfloat("PRICING_WINDOW_SECONDS", 300.0)
+PRICING_TARGET_UTILISATION = envfloat("PRICING_TARGET_UTILISATION", 0.5)
+PRICING_INTERVAL = envfloat("PRICING_INTERVAL", 60.0)
+PRICING_STEP = os.environ.get("PRICING_STEP") or "0.05"

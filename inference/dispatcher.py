@@ -27,6 +27,7 @@ from channels.exceptions import ChannelFull
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from deployments import reliability
 from inference import jobqueue, journal, replies
 from nodeprotocol import (
     CANCEL,
@@ -191,6 +192,8 @@ class NodeDispatcher:
         self._accounts: list[str] = []
         self._keys_for: list[str] = []
         self._keys_at = 0.0
+        # Jobs served and failed since the last heartbeat: the node's reliability history.
+        self._activity: dict[str, int] = {}
 
     # --- what the consumer tells it ----------------------------------------------------------
 
@@ -203,10 +206,29 @@ class NodeDispatcher:
         self.slots, self.draining, self.serving = slots, draining, serving
         self._check_capacity()
 
+    def busy_by_queue(self) -> dict[str, int]:
+        """This node's jobs in flight per deployment queue."""
+        busy: dict[str, int] = {}
+        for job in self.jobs.values():
+            busy[job.queued.queue] = busy.get(job.queued.queue, 0) + 1
+        return busy
+
+    def _count(self, metric: str) -> None:
+        self._activity[metric] = self._activity.get(metric, 0) + 1
+
+    async def _record_activity(self) -> None:
+        counts, self._activity = self._activity, {}
+        try:
+            await reliability.arecord(self.node_name, counts)
+        except RedisError as error:
+            logger.warning("Could not count the jobs of %s: %s", self.node_name, error)
+
     async def renew_leases(self) -> None:
         """On each heartbeat: renew the node's jobs' leases, and stop the jobs whose views died."""
         leases = {job.queued.request_id: job.queued.attempt for job in self.jobs.values()}
         await replies.leases_renew(leases)
+        if self._activity:
+            await self._record_activity()
         views = {journal.process_of(job.queued.reply_channel) for job in self.jobs.values()}
         for process in await journal.dead(views):
             for job in [j for j in self.jobs.values() if journal.process_of(j.queued.reply_channel) == process]:
@@ -231,6 +253,8 @@ class NodeDispatcher:
         """The socket closed: stop taking work, and tell the views of unfinished jobs they are lost."""
         self._closing = True
         self._capacity.set()
+        if self._activity:
+            await self._record_activity()
         for job in list(self.jobs.values()):
             try:
                 await self._finish(job, {"type": replies.LOST, "node": self.node_name})
@@ -374,8 +398,12 @@ class NodeDispatcher:
                 await self._reply(job, self._vectors(job, message))
             elif kind == JOB_DONE:
                 await self._finish(job, {"type": replies.DONE, "usage": self._usage(job, message)})
+                self._count(reliability.SERVED)
             elif kind == JOB_ERROR:
-                await self._finish(job, self._error(message))
+                error = self._error(message)
+                # A client's bad request is not the node's failure; a server error is.
+                self._count(reliability.FAILED if error["status"] >= 500 else reliability.SERVED)
+                await self._finish(job, error)
             else:
                 raise ProtocolViolation(f"unknown message type {kind!r}")
         except (RedisError, ChannelFull, OSError) as error:
@@ -386,6 +414,7 @@ class NodeDispatcher:
             await self.send_to_node({"type": CANCEL, "job": job.id})
         except ProtocolViolation as violation:
             logger.warning("Node %s broke the protocol on job %s: %s", self.node_name, job.id, violation)
+            self._count(reliability.FAILED)
             await self._finish(
                 job,
                 {

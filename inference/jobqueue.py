@@ -80,6 +80,8 @@ def enqueue(
         "spec": spec,
         "reply_channel": reply_channel,
         "limits": limits,
+        # When it joined the queue: how long requests wait drives autoscaling (oldest_wait).
+        "queued_at": time.time(),
     }
     own = account_queue(queue, account)
     now = time.time()
@@ -120,6 +122,36 @@ def waiting(queue: str) -> int:
     for key in priority_keys(accounts):
         pipe.llen(key)
     return sum(pipe.execute())
+
+
+def oldest_wait(queue: str, now: float | None = None) -> float:
+    """Seconds the longest-waiting job on a deployment's queues has waited (0: none waits).
+
+    Kombu pushes on the left and a dispatcher pops on the right, so each list's oldest job is its last.
+    """
+    redis = get_redis()
+    accounts = [m.decode() for m in redis.zrangebyscore(_active_key(queue), time.time() - _active_window(), "+inf")]
+    pipe = redis.pipeline(transaction=False)
+    for key in priority_keys(accounts):
+        pipe.lindex(key, -1)
+    oldest = None
+    for raw in pipe.execute():
+        queued_at = _queued_at(raw) if raw else None
+        if queued_at is not None and (oldest is None or queued_at < oldest):
+            oldest = queued_at
+    return 0.0 if oldest is None else max(0.0, (time.time() if now is None else now) - oldest)
+
+
+def _queued_at(raw: bytes) -> float | None:
+    try:
+        message = json.loads(raw)
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        value = json.loads(body)[0][0].get("queued_at")
+        return float(value) if value is not None else None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
 
 
 def _transport_options() -> tuple[list[int], str]:

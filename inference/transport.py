@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from accounts.models import ApiKey
+from deployments import reliability
 from deployments.models import Deployment
 from gpucloud.openai_errors import ApiError, service_unavailable
 from inference import jobqueue, journal, replies
@@ -235,6 +236,10 @@ class QueuedCall:
 
     async def redispatch(self, lost: WorkerLost, *, restart_visible: bool = False) -> None:
         """Dispatch the request again after its node went away, or raise ApiError if that can't be clean."""
+        try:  # the node's reliability history: a job it lost
+            await reliability.arecord(str(lost), {reliability.LOST: 1})
+        except RedisError as error:
+            logger.warning("Could not count the job %s lost: %s", lost, error)
         try:
             self._check_attempts(lost, restart_visible)
         except ApiError:

@@ -15,6 +15,7 @@ from django.http import JsonResponse, StreamingHttpResponse
 
 from accounts.auth import api_key_required
 from accounts.models import ApiKey
+from billing.selectors import model_pricing
 from deployments.models import CatalogModel, Deployment, Task
 from deployments.selectors import resolve_model, running_deployment_for, servable_models
 from gpucloud.openai_errors import ApiError, invalid_request, model_not_found, service_unavailable
@@ -43,13 +44,16 @@ def _model_object(model: CatalogModel) -> dict:
         "object": "model",
         "created": int(model.created_at.timestamp()),
         "owned_by": model.owned_by,
+        # An extension: the prices in force now (a dynamic price's multiplier included).
+        "pricing": model_pricing(model),
     }
 
 
 @api_key_required(ApiKey.Scope.INFERENCE)
 async def models_list(request):
     models = [model async for model in servable_models() if request.api_key.may_use(model.model_id)]
-    return JsonResponse({"object": "list", "data": [_model_object(m) for m in models]})
+    data = await sync_to_async(lambda: [_model_object(m) for m in models])()
+    return JsonResponse({"object": "list", "data": data})
 
 
 @api_key_required(ApiKey.Scope.INFERENCE)
@@ -58,7 +62,7 @@ async def models_detail(request, model_id: str):
     servable = model is not None and await servable_models().filter(pk=model.pk).aexists()
     if not servable or not request.api_key.may_use(model.model_id):
         raise model_not_found(model_id)
-    return JsonResponse(_model_object(model))
+    return JsonResponse(await sync_to_async(_model_object)(model))
 
 
 def check_model_access(api_key: ApiKey, model: CatalogModel) -> None:

@@ -9,14 +9,11 @@ pytestmark = pytest.mark.live
 
 
 @pytest.fixture
-def page():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
+def page(browser):
+    """A desktop tab of the session's Chromium (root conftest): Swagger UI is not laid out for phones."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    yield context.new_page()
+    context.close()
 
 
 def test_swagger_ui_draws_the_api_under_the_csp(live, page):

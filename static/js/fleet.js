@@ -68,6 +68,18 @@
     );
   }
 
+  // Mirrors the reliability cell of _node_row.html.
+  function reliabilityCell(r) {
+    const title = (r.jobs_lost || 0) + " lost, " + (r.jobs_failed || 0) + " failed of " + (r.jobs_served || 0) +
+      " served; " + (r.verification_strikes || 0) + " strikes";
+    return el(
+      "td",
+      { class: "num nowrap", "data-reliability": r.score, title: title },
+      el("span", { class: r.placeable ? "reliability" : "reliability reliability-low" }, Math.round(r.score * 100) + "%"),
+      r.placeable ? null : [" ", el("span", { class: "muted small" }, "no new replicas")]
+    );
+  }
+
   function nodeRow(node) {
     const inactive = node.status === "offline" || node.status === "left";
     const gpus = node.gpus && node.gpus.length ? node.gpus.map(gpuBlock) : el("span", { class: "muted" }, "none reported");
@@ -83,6 +95,7 @@
       el("td", {}, el("span", { class: "state state-" + node.status }, node.status)),
       el("td", { class: "num" }, String(node.slots)),
       el("td", { class: "num" }, String(node.in_flight)),
+      reliabilityCell(node.reliability || { score: 1, placeable: true }),
       el("td", { class: "gpus" }, gpus),
       el(
         "td",

@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand
 
 from deployments.fleet import JOIN_TOKEN_KIND, join_token_create
 from deployments.models import JoinToken
-from deployments.services import demo_catalog_ensure, demo_embeddings_ensure
+from deployments.services import demo_autoscale_ensure, demo_catalog_ensure, demo_embeddings_ensure
 from gpucloud import embedded_redis
 from gpucloud.credentials import matches, split_credential
 from gpucloud.daphne import command as daphne_command
@@ -56,6 +56,8 @@ class Command(BaseCommand):
             embedded_redis.ensure_running(settings.EMBEDDED_REDIS_DIR)
         call_command("migrate", interactive=False, verbosity=0)
         deployments = demo_catalog_ensure()
+        # Under load, the demo's models spread over the local nodes instead of queueing on one.
+        demo_autoscale_ensure(deployments, nodes=workers)
         username, password = self.ensure_demo_admin()
         join_token_file = self.ensure_local_join_token()
 
