@@ -1,0 +1,112 @@
+"""The playground in a real browser, at desktop and phone widths: a message streams a reply that
+appears before the stats, the stats agree with what was metered, and "View code" shows the same
+request as curl and Python, without a key, and the Python runs against the platform as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from inference.models import UsageRecord
+from playground.services import PLAYGROUND_KEY_NAME
+
+pytestmark = pytest.mark.live
+
+MODEL = "llama-3.1-8b-instruct"
+
+# Records, in the page, when the reply first shows text and when the stats first show.
+WATCH = """() => {
+  window.__order = [];
+  const content = () => document.querySelector('.pg-message-assistant .pg-content');
+  const observer = new MutationObserver(() => {
+    const c = content();
+    if (c && c.textContent && !window.__order.includes('text')) window.__order.push('text');
+    if (!document.getElementById('pg-stats').hidden && !window.__order.includes('stats')) window.__order.push('stats');
+  });
+  observer.observe(document.body, {subtree: true, childList: true, characterData: true, attributes: true});
+}"""
+
+
+def _press(page, selector: str) -> None:
+    """Activate a button from the keyboard. (At phone width the header's nav, until it collapses,
+    makes the page wider than the screen, and Chromium's mobile emulation then misplaces pointer
+    clicks below the fold; keyboard activation is what a keyboard user does anyway.)"""
+    page.locator(selector).press("Enter")
+
+
+def _screenshot(page, name: str) -> None:
+    directory = os.environ.get("GPUCLOUD_SCREENSHOTS")
+    if directory:
+        page.screenshot(path=os.path.join(directory, f"{name}-{page.viewport_name}.png"), full_page=True)
+
+
+def test_a_reply_streams_in_then_its_stats(logged_in_page, live):
+    page = logged_in_page
+    page.goto("/playground/")
+    page.select_option("#pg-model", MODEL)
+    page.fill("#pg-max-tokens", "60")
+    page.fill("#pg-input", "Tell me about GPUs.")
+    page.evaluate(WATCH)
+
+    _press(page, "#pg-send")
+    page.wait_for_selector("#playground[data-state=done]", timeout=30_000)
+
+    assert page.evaluate("window.__order") == ["text", "stats"]
+    reply = page.locator(".pg-message-assistant .pg-content").inner_text()
+    assert reply.strip()
+    assert page.locator(".pg-message-user .pg-content").inner_text() == "Tell me about GPUs."
+    assert page.locator("#pg-error").is_hidden()
+    record = UsageRecord.objects.filter(user=live.user, api_key__name=PLAYGROUND_KEY_NAME).latest("created_at")
+    tokens = page.locator("#pg-stat-tokens").inner_text()
+    assert tokens == f"{record.prompt_tokens} in · {record.completion_tokens} out"
+    assert re.fullmatch(r"\d+ ms", page.locator("#pg-stat-ttft").inner_text())
+    assert float(page.locator("#pg-stat-tps").inner_text()) > 0
+    assert page.locator("#pg-stat-cost").inner_text().startswith("$")
+    assert record.cost > 0 and record.stream
+    _screenshot(page, "playground")
+
+    # The conversation goes on: the second request carries the first exchange.
+    page.fill("#pg-input", "And more?")
+    _press(page, "#pg-send")
+    page.wait_for_function("document.querySelectorAll('.pg-message-assistant').length == 2")
+    page.wait_for_selector("#playground[data-state=done]", timeout=30_000)
+    second = UsageRecord.objects.filter(user=live.user, api_key__name=PLAYGROUND_KEY_NAME).latest("created_at")
+    assert second.prompt_tokens > record.prompt_tokens
+
+
+def test_view_code_shows_the_request_without_a_key_and_the_python_runs(logged_in_page, live, make_key):
+    page = logged_in_page
+    page.goto("/playground/")
+    page.select_option("#pg-model", MODEL)
+    page.fill("#pg-system", "Answer in one line; it's fine.")
+    page.fill("#pg-max-tokens", "12")
+    page.fill("#pg-input", "Hello from the code view")
+
+    _press(page, "#pg-view-code")
+
+    assert page.locator("#pg-code").is_visible()
+    curl = page.locator("#pg-code-curl").inner_text()
+    python = page.locator("#pg-code-python").inner_text()
+    _screenshot(page, "playground-code")
+    for code in (curl, python):
+        assert "GPUCLOUD_API_KEY" in code
+        assert "gpc_" not in code
+        assert MODEL in code and "Hello from the code view" in code
+    assert f"{live.url}/v1/chat/completions" in curl
+    assert "it'\\''s fine" in curl  # the single quote survives the shell
+    _, key = make_key(live.user, name="code view")
+    ran = subprocess.run(
+        [sys.executable, "-c", python],
+        env={**os.environ, "GPUCLOUD_API_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert re.search(r"\[\d+ tokens\]", ran.stdout)
+    _press(page, "#pg-code-close")
+    assert page.locator("#pg-code").is_hidden()
