@@ -4,6 +4,7 @@ request as curl and Python, without a key, and the Python runs against the platf
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -110,3 +111,70 @@ def test_view_code_shows_the_request_without_a_key_and_the_python_runs(logged_in
     assert re.search(r"\[\d+ tokens\]", ran.stdout)
     _press(page, "#pg-code-close")
     assert page.locator("#pg-code").is_hidden()
+
+
+def test_json_mode_and_tools_go_into_the_request_and_tool_calls_show(logged_in_page):
+    page = logged_in_page
+    page.goto("/playground/")
+    page.fill("#pg-input", "What is the weather in Paris?")
+
+    page.fill("#pg-tools", "not json")
+    _press(page, "#pg-view-code")
+    assert page.locator("#pg-tools-error").is_visible()
+    assert page.locator("#pg-code").is_hidden()
+
+    tools = '[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]'
+    page.fill("#pg-tools", tools)
+    page.check("#pg-json")
+    _press(page, "#pg-view-code")
+    python = page.locator("#pg-code-python").inner_text()
+    assert 'response_format={\n        "type": "json_object",\n    },' in python
+    assert '"name": "get_weather"' in python and "tools=[" in python
+    _press(page, "#pg-code-close")
+
+    # Whether the API accepts tools is the API's business; the page shows tool calls streamed to it
+    # (here a reply played by the browser, as OpenAI streams one: the call's fragments by index).
+    sent = {}
+    chunks = [
+        {"choices": [{"index": 0, "delta": {"role": "assistant", "content": None}}]},
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": "call_1",
+                                "type": "function",
+                                "function": {"name": "get_weather", "arguments": ""},
+                            }
+                        ]
+                    },
+                }
+            ]
+        },
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]},
+        {"choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21, "cost": 0.0000042}},
+    ]
+    body = "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+
+    def reply(route):
+        sent.update(json.loads(route.request.post_data))
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body)
+
+    page.route("**/playground/chat/completions", reply)
+    _press(page, "#pg-send")
+    page.wait_for_selector("#playground[data-state=done]")
+
+    assert sent["response_format"] == {"type": "json_object"}
+    assert sent["tools"][0]["function"]["name"] == "get_weather"
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    calls = json.loads(page.locator(".pg-tool-calls pre").inner_text())
+    assert calls == [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    ]
+    assert page.locator("#pg-stat-tokens").inner_text() == "12 in · 9 out"
+    assert page.locator("#pg-stat-cost").inner_text() == "$0.0000042"
