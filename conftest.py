@@ -503,7 +503,9 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session (issue 11, product pages): while Playwright's sync API runs, its event
+# loop is the thread's running loop, and every later test calling asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser():
     """Headless Chromium from the system (``apt-get install chromium``; .ci/run does), never a
     browser download. Without it the browser tests skip, except in CI, where they fail."""
@@ -540,6 +542,11 @@ def browser_page(request, browser, live):
         page.screenshot(path=str(path), full_page=True)
         print(f"screenshot of the failure: {path}")
     context.close()
+    # The test's database work ran under Playwright's event loop, in a context of its own (asgiref's
+    # Local): close the connections it opened, or PostgreSQL refuses to drop the test database.
+    from django.db import connections
+
+    connections.close_all()
 
 
 def browser_login(page, username: str, password: str) -> None:
