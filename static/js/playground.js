@@ -133,6 +133,10 @@
         // fall through to the status line
       }
     }
+    if (response.status === 403) {
+      // Django's CSRF refusal is an HTML page: the page's token no longer matches the session.
+      return "The request was refused (403): your session may have ended or changed. Reload the page and try again.";
+    }
     return "The request failed (" + response.status + " " + response.statusText + ").";
   }
 
