@@ -178,3 +178,17 @@ def test_json_mode_and_tools_go_into_the_request_and_tool_calls_show(logged_in_p
     ]
     assert page.locator("#pg-stat-tokens").inner_text() == "12 in · 9 out"
     assert page.locator("#pg-stat-cost").inner_text() == "$0.0000042"
+
+
+def test_an_ended_session_is_explained_not_billed(logged_in_page, live):
+    page = logged_in_page
+    page.goto("/playground/")
+    before = UsageRecord.objects.count()
+    page.context.clear_cookies()  # logged out elsewhere: no session, no CSRF cookie
+    page.fill("#pg-input", "Hello?")
+
+    _press(page, "#pg-send")
+
+    page.wait_for_selector("#playground[data-state=error]")
+    assert "Reload the page" in page.locator("#pg-error").inner_text()
+    assert UsageRecord.objects.count() == before
