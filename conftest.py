@@ -507,7 +507,9 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session (issue 11, product pages): while Playwright's sync API runs, its event
+# loop is the thread's running loop, and every later test calling asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def browser():
     """Headless Chromium from the system (``apt-get install chromium``; .ci/run does), never a
     browser download. Without it the browser tests skip, except in CI, where they fail."""
@@ -520,11 +522,17 @@ def browser():
 
     # Playwright's sync API runs an event loop in this thread, which Django would take for an async
     # context and refuse the tests' own database queries in.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    # Only while the browser runs: other tests keep Django's check.
+    allowed = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield chromium
         chromium.close()
+        if allowed is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE")
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = allowed
         # Django keeps connections per async context, and Playwright's event loop makes one: close the
         # tests' connections made in it, or PostgreSQL refuses to drop the test database at the end.
         from django.db import connections
@@ -549,6 +557,11 @@ def browser_page(request, browser, live):
         page.screenshot(path=str(path), full_page=True)
         print(f"screenshot of the failure: {path}")
     context.close()
+    # The test's database work ran under Playwright's event loop, in a context of its own (asgiref's
+    # Local): close the connections it opened, or PostgreSQL refuses to drop the test database.
+    from django.db import connections
+
+    connections.close_all()
 
 
 def browser_login(page, username: str, password: str) -> None:

@@ -83,6 +83,12 @@ def authenticate_request(request: HttpRequest, scope: str | None) -> tuple[ApiKe
         raise invalid_api_key(
             f"Incorrect API key provided: {_mask(raw_key)}. You can find your API keys in the dashboard."
         )
+    return admit_key(request, api_key, scope)
+
+
+def admit_key(request: HttpRequest, api_key: ApiKey, scope: str | None) -> tuple[ApiKey, RateLimitState]:
+    """Check a known key's state and ``scope``, and apply its rate limit: what every request made
+    with a key goes through, whether the key came in a header or from the session (the playground)."""
     if api_key.is_revoked:
         raise invalid_api_key("This API key has been revoked. Create a new key in the dashboard.")
     if api_key.is_expired:
@@ -121,6 +127,50 @@ def api_key_required(scope: str, methods: tuple[str, ...] = ("GET",)):
                 return api_error_response(unsupported_media_type(content_type))
             try:
                 request.api_key, state = await sync_to_async(authenticate_request)(request, scope)
+            except ApiError as error:
+                return api_error_response(error)
+            try:
+                response = await view(request, *args, **kwargs)
+            except ApiError as error:
+                response = api_error_response(error)
+            return state.apply(response)
+
+        return wrapper
+
+    return decorator
+
+
+# --- The playground: the session's user, through one key of theirs --------------------------------
+
+
+def session_key_required(key_for_user, scope: str, methods: tuple[str, ...] = ("POST",)):
+    """Decorate an async view that runs an API view for the logged-in user of the session, with
+    the key ``key_for_user(user)`` gives (the playground's). Unlike :func:`api_key_required`, CSRF
+    protection applies (a cookie authenticates); from the key on, everything is the same: its
+    state, scope and rate limit (:func:`admit_key`), then the API view itself, which admits, meters
+    and bills the request under that key. Errors are in the OpenAI shape, as on ``/v1``.
+    """
+
+    def decorator(view):
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method not in methods:
+                response = api_error_response(
+                    ApiError(f"Method {request.method} is not allowed here; use {', '.join(methods)}.", status=405)
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            user = await request.auser()
+            if not user.is_authenticated:
+                return api_error_response(
+                    ApiError("Log in to use the playground.", status=401, code="not_authenticated")
+                )
+            content_type = request.META.get("CONTENT_TYPE", "")
+            if request.method in BODY_METHODS and not is_json_content_type(content_type):
+                return api_error_response(unsupported_media_type(content_type))
+            try:
+                api_key = await sync_to_async(key_for_user)(user)
+                request.api_key, state = await sync_to_async(admit_key)(request, api_key, scope)
             except ApiError as error:
                 return api_error_response(error)
             try:

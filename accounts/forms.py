@@ -74,12 +74,15 @@ class ApiKeyCreateForm(forms.Form):
 
 class UsageFilterForm(forms.Form):
     PERIODS = [("1", "Last 24 hours"), ("7", "Last 7 days"), ("30", "Last 30 days"), ("", "All time")]
+    RESOLUTIONS = [("", "Automatic"), ("hour", "Hour"), ("day", "Day")]
 
     key = forms.ChoiceField(required=False)
     model = forms.ChoiceField(required=False)
     days = forms.ChoiceField(label="Period", choices=PERIODS, required=False, initial="7")
+    per = forms.ChoiceField(label="Chart per", choices=RESOLUTIONS, required=False)
 
     def __init__(self, *args, keys=(), models=(), **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["key"].choices = [("", "All keys")] + [(k.prefix, f"{k.name} ({k.display_prefix})") for k in keys]
+        # Keys by name; the prefix tells apart two keys of the same name.
+        self.fields["key"].choices = [("", "All keys")] + [(k.prefix, f"{k.name} ({k.display_prefix}…)") for k in keys]
         self.fields["model"].choices = [("", "All models")] + [(m, m) for m in models]

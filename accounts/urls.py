@@ -9,4 +9,5 @@ urlpatterns = [
     path("keys/", views.keys_list, name="keys"),
     path("keys/<int:key_id>/revoke/", views.key_revoke, name="key-revoke"),
     path("usage/", views.usage, name="usage"),
+    path("usage/export.csv", views.usage_csv, name="usage-csv"),
 ]

@@ -1,5 +1,6 @@
 """The dashboard: API keys and usage (server-rendered, session login)."""
 
+import csv
 import functools
 from datetime import timedelta
 
@@ -8,6 +9,8 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -18,8 +21,13 @@ from accounts.forms import ApiKeyCreateForm, UsageFilterForm
 from accounts.models import ApiKey
 from accounts.services import api_key_create, api_key_revoke
 from billing.selectors import keys_with_budget_spend
-from inference.models import UsageRecord
-from inference.selectors import usage_by_model, usage_for_user, usage_totals
+from inference.selectors import (
+    usage_for_user,
+    usage_models_for_user,
+    usage_overview,
+    usage_series,
+    usage_series_resolution,
+)
 
 # --- Login, throttled ----------------------------------------------------------------------------
 
@@ -142,22 +150,101 @@ def key_revoke(request, key_id: int):
     return render(request, "accounts/key_revoke.html", {"key": api_key})
 
 
+USAGE_PAGE_SIZE = 100
+
+
+def _usage_filtered(request, *, now=None) -> tuple[UsageFilterForm, dict]:
+    """The Usage page's filters from the query string (the last 7 days by default; invalid
+    choices, such as another user's key, fall back to the default) and the records they select,
+    with the period they cover."""
+    now = now or timezone.now()
+    form = UsageFilterForm(
+        request.GET or {"days": "7"}, keys=request.user.api_keys.all(), models=usage_models_for_user(request.user)
+    )
+    filters = form.cleaned_data if form.is_valid() else {"days": "7"}
+    start = now - timedelta(days=int(filters["days"])) if filters.get("days") else None
+    records = usage_for_user(
+        request.user, key_prefix=filters.get("key"), model=filters.get("model"), start=start, end=None
+    )
+    if start is None:  # all time: from the first request
+        first = records.order_by("created_at").values_list("created_at", flat=True).first()
+        start = first or now
+    return form, {"records": records, "start": start, "end": now, "per": filters.get("per") or None}
+
+
 @login_required
 def usage(request):
-    keys = request.user.api_keys.all()
-    models = UsageRecord.objects.filter(user=request.user).order_by("model").values_list("model", flat=True).distinct()
-    form = UsageFilterForm(request.GET or {"days": "7"}, keys=keys, models=[m for m in models if m])
-    filters = form.cleaned_data if form.is_valid() else {"days": "7"}
-    start = timezone.now() - timedelta(days=int(filters["days"])) if filters.get("days") else None
-    records = usage_for_user(request.user, key_prefix=filters.get("key"), model=filters.get("model"), start=start)
+    form, selection = _usage_filtered(request)
+    records, start, end = selection["records"], selection["start"], selection["end"]
+    per = usage_series_resolution(start, end, selection["per"])
+    overview = usage_overview(records)
+    series = usage_series(records, start=start, end=end, per=per)
+    page = Paginator(records, USAGE_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
     return render(
         request,
         "accounts/usage.html",
         {
             "form": form,
-            "totals": usage_totals(records),
-            "by_model": usage_by_model(records),
-            "records": records[:100],
+            "totals": overview["totals"],
+            "by_model": overview["by_model"],
+            "series_rows": series["rows"],
+            # For static/js/usage-charts.js, through json_script: the same figures without the table rows.
+            "chart": {name: value for name, value in series.items() if name != "rows"},
+            "per": per,
+            "page": page,
+            "records": page.object_list,
+            "query": query.urlencode(),
             "api_url": reverse("api-usage"),
         },
     )
+
+
+class _Echo:
+    """A file-like object whose write returns the line: csv.writer feeding a streamed response."""
+
+    def write(self, value):
+        return value
+
+
+USAGE_CSV_COLUMNS = [
+    "request_id", "created_at", "key_name", "key", "endpoint", "model", "deployment", "worker", "stream",
+    "status_code", "error_code", "prompt_tokens", "completion_tokens", "latency_ms", "time_to_first_token_ms",
+    "cost_usd",
+]  # fmt: skip
+
+
+@login_required
+def usage_csv(request):
+    """The requests the Usage page's filters select, every one (not only a page), as CSV, streamed."""
+    _, selection = _usage_filtered(request)
+    writer = csv.writer(_Echo())
+
+    def rows():
+        yield writer.writerow(USAGE_CSV_COLUMNS)
+        for record in selection["records"].order_by("-created_at").iterator(chunk_size=1000):
+            yield writer.writerow(
+                [
+                    record.request_id,
+                    record.created_at.isoformat(),
+                    record.api_key.name if record.api_key else "",
+                    record.api_key.display_prefix if record.api_key else "",
+                    record.endpoint,
+                    record.model,
+                    record.deployment,
+                    record.worker,
+                    record.stream,
+                    record.status_code,
+                    record.error_code,
+                    record.prompt_tokens,
+                    record.completion_tokens,
+                    record.latency_ms,
+                    "" if record.time_to_first_token_ms is None else record.time_to_first_token_ms,
+                    f"{record.cost:f}",
+                ]
+            )
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="usage.csv"'
+    return response

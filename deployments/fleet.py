@@ -146,6 +146,8 @@ def node_assignment(node: WorkerNode) -> list[dict]:
                 k: v for k, v in (replica.deployment.engine_config or {}).items() if k not in SECRET_CONFIG_KEYS
             },
             "gpus": replica.gpu_indices,
+            # The GPU memory placement gave it: a simulated node reports it as used while loaded.
+            "memory_gb": float(replica.memory_gb),
         }
         for replica in replicas
     ]

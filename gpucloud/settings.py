@@ -126,6 +126,7 @@ INSTALLED_APPS = [
     "deployments",
     "inference",
     "billing",
+    "playground",  # the playground (issue 11)
 ]
 
 MIDDLEWARE = [

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("fleet/", include("deployments.urls")),
     path("", include("billing.urls")),
+    path("playground/", include("playground.urls")),  # the playground (issue 11)
     path("login/", account_views.ThrottledLoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # The admin's own login form is throttled like the dashboard's.

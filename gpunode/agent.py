@@ -85,7 +85,7 @@ class NodeAgent:
             "slots": self.slots,
             "replicas": dict(self.replicas.states),
             "draining": self.draining,
-            "gpus": self.telemetry.sample(in_flight, self.slots),
+            "gpus": self.telemetry.sample(in_flight, self.slots, self.replicas.memory_held_mb()),
         }
 
     def drain(self) -> None:

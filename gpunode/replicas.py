@@ -45,6 +45,22 @@ class Replicas:
                 self.states[key] = {"state": "starting", "reason": ""}
                 self._tasks[key] = asyncio.create_task(self._load(key, spec), name=f"load-{key}")
 
+    def memory_held_mb(self) -> dict[int, float]:
+        """GPU memory (MB) the loaded replicas hold, per GPU index: each running replica's placed
+        ``memory_gb`` (weights and working KV cache, as the catalog counts them), split evenly over
+        its GPUs the way the platform's placement counts it. What a simulated GPU reports as used."""
+        held: dict[int, float] = {}
+        for key, spec in self.specs.items():
+            if self.states.get(key, {}).get("state") != "running":
+                continue
+            memory_gb = spec.get("memory_gb")
+            gpus = [index for index in spec.get("gpus") or [] if isinstance(index, int) and not isinstance(index, bool)]
+            if not gpus or isinstance(memory_gb, bool) or not isinstance(memory_gb, int | float) or memory_gb <= 0:
+                continue
+            for index in gpus:
+                held[index] = held.get(index, 0.0) + memory_gb * 1024 / len(gpus)
+        return held
+
     def engine(self, replica_id: str) -> Engine | None:
         """The loaded engine of a replica that is serving, else None."""
         spec = self.specs.get(replica_id)

@@ -29,9 +29,13 @@ class GpuTelemetry:
             {"index": i, "name": p.name, "memory_total_mb": p.memory_gb * 1024} for i, p in enumerate(self.profiles)
         ]
 
-    def sample(self, in_flight: int, slots: int) -> list[dict]:
+    def sample(self, in_flight: int, slots: int, held_mb: dict[int, float] | None = None) -> list[dict]:
+        """Per-GPU figures now. A simulated GPU's memory used is what the replicas loaded on it hold
+        (``held_mb``, per GPU index: see ``Replicas.memory_held_mb``), so the fleet's figures agree
+        with what the platform placed; utilisation and temperature follow the requests in flight."""
         if self.nvml is not None:
             return self._nvml_sample()
+        held_mb = held_mb or {}
         load = min(in_flight / max(slots, 1), 1.0)
         gpus = []
         for index, profile in enumerate(self.profiles):
@@ -39,7 +43,7 @@ class GpuTelemetry:
             utilization = round(
                 min(100.0, load * 100 * random.uniform(0.85, 1.0)) if in_flight else random.uniform(0, 2)
             )
-            used = round(total * min(0.12 + 0.55 * (in_flight > 0) + 0.3 * load, 0.97))
+            used = round(min(held_mb.get(index, 0), total))
             gpus.append(
                 {
                     "index": index,

@@ -136,3 +136,81 @@ def test_it_shows_empty_state(client, user):
     response = client.get(URL)
     assert response.status_code == 200
     assert b"No requests match these filters" in response.content
+
+
+def test_it_shows_key_names(client, user, keys):
+    first, _ = keys
+    _record(first)
+    client.force_login(user)
+
+    response = client.get(URL)
+
+    assert f'<span class="key-name" title="{first.display_prefix}…">first</span>' in response.content.decode()
+
+
+def test_it_pages_past_100_requests_keeping_the_filters(client, user, keys):
+    for _ in range(130):
+        _record(keys[0], model="mistral-7b-instruct-v0.3")
+    _record(keys[0], model="llama-3.1-8b-instruct")
+    client.force_login(user)
+
+    first = client.get(URL, {"model": "mistral-7b-instruct-v0.3", "days": "7"})
+    second = client.get(URL, {"model": "mistral-7b-instruct-v0.3", "days": "7", "page": "2"})
+
+    assert len(first.context["records"]) == 100
+    assert len(second.context["records"]) == 30
+    first_ids = {r.pk for r in first.context["records"]}
+    assert first_ids.isdisjoint(r.pk for r in second.context["records"])
+    assert "model=mistral-7b-instruct-v0.3&amp;days=7&amp;page=2" in first.content.decode()
+    assert "Requests 101\u2013130 of 130" in second.content.decode()
+    assert first.context["totals"]["requests"] == 130  # the totals cover every page
+
+
+def test_it_offers_only_real_models_in_the_filter(client, user, keys, catalog):
+    _record(keys[0], model="llama-3.1-8b-instruct")
+    _record(keys[0], model="no-such-model", status_code=404, error_code="model_not_found")
+    client.force_login(user)
+
+    response = client.get(URL)
+
+    choices = [value for value, _ in response.context["form"].fields["model"].choices]
+    assert choices == ["", "llama-3.1-8b-instruct"]
+
+
+def test_it_shows_latency_percentiles_and_the_error_rate(client, user, keys):
+    for latency in (100, 200, 300, 400, 1000):
+        _record(keys[0], latency_ms=latency)
+    _record(keys[0], status_code=503, error_code="no_worker_available", latency_ms=30000)
+    client.force_login(user)
+
+    response = client.get(URL)
+
+    totals = response.context["totals"]
+    assert (totals["latency_p50"], round(totals["latency_p95"])) == (300, 880)
+    content = response.content.decode()
+    assert '<span class="stat-value" id="latency">300 <span class="stat-of">/</span> 880' in content
+    assert "16.7%" in content  # 1 of 6
+
+
+def test_it_passes_the_chart_its_series(client, user, keys):
+    _record(keys[0])
+    client.force_login(user)
+
+    response = client.get(URL, {"days": "1"})
+
+    chart = response.context["chart"]
+    assert chart["per"] == "hour"
+    assert len(chart["buckets"]) in (24, 25)
+    assert sum(chart["models"]["llama-3.1-8b-instruct"]["requests"]) == 1
+    assert '<script id="usage-series" type="application/json">' in response.content.decode()
+    assert "vendor/chartjs/chart.umd.js" in response.content.decode()
+
+
+def test_it_charts_per_day_when_asked(client, user, keys):
+    _record(keys[0])
+    client.force_login(user)
+
+    response = client.get(URL, {"days": "1", "per": "day"})
+
+    assert response.context["chart"]["per"] == "day"
+    assert len(response.context["chart"]["buckets"]) in (1, 2)

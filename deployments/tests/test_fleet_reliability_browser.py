@@ -12,8 +12,8 @@ from deployments.models import WorkerNode
 pytestmark = pytest.mark.live
 
 
-def test_the_live_fleet_page_shows_reliability(live):
-    playwright = pytest.importorskip("playwright.sync_api")
+def test_the_live_fleet_page_shows_reliability(logged_in_page, live):
+    page = logged_in_page
     main = wait_for(lambda: live.node("main"), timeout=30, message="the shared node")
     # Strikes are an input of the score, so the platform's own periodic refresh agrees with this one.
     WorkerNode.objects.filter(pk=main.pk).update(verification_strikes=4)
@@ -21,25 +21,17 @@ def test_the_live_fleet_page_shows_reliability(live):
     score = WorkerNode.objects.get(pk=main.pk).reliability
     assert score <= 0.2
     try:
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-            page = browser.new_page()
-            page.goto(f"{live.url}/login/")
-            page.fill("input[name=username]", "live-user")
-            page.fill("input[name=password]", "live user password")
-            page.click("button[type=submit]")
-            page.goto(f"{live.url}/fleet/")
-            page.wait_for_selector("#fleet-live[data-state=live]", timeout=15_000)
-            row = page.locator(f'tr[data-node-id="{main.pk}"]')
-            # Rendered by fleet.js from a live snapshot by now.
-            page.wait_for_function(
-                "id => document.querySelector(`tr[data-node-id='${id}'] [data-reliability]`)", arg=main.pk
-            )
-            cell = row.locator("[data-reliability]")
-            assert cell.locator(".reliability-low").inner_text() == f"{round(score * 100)}%"
-            assert "no new replicas" in cell.inner_text()
-            assert cell.get_attribute("title").endswith("; 4 strikes")
-            browser.close()
+        page.goto("/fleet/")
+        page.wait_for_selector("#fleet-live[data-state=live]", timeout=15_000)
+        row = page.locator(f'tr[data-node-id="{main.pk}"]')
+        # Rendered by fleet.js from a live snapshot by now.
+        page.wait_for_function(
+            "id => document.querySelector(`tr[data-node-id='${id}'] [data-reliability]`)", arg=main.pk
+        )
+        cell = row.locator("[data-reliability]")
+        assert cell.locator(".reliability-low").inner_text() == f"{round(score * 100)}%"
+        assert "no new replicas" in cell.inner_text()
+        assert cell.get_attribute("title").endswith("; 4 strikes")
     finally:
         WorkerNode.objects.filter(pk=main.pk).update(verification_strikes=0)
         reliability.refresh()

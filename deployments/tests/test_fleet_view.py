@@ -156,3 +156,61 @@ def test_nav_links_to_it_for_staff_only(staff, user):
     tokens = staff_client.get(reverse("fleet:tokens")).content.decode()
     assert f'href="{URL}" aria-current="page"' not in tokens
     assert f'href="{reverse("fleet:tokens")}" aria-current="page"' in tokens
+
+
+def test_it_shows_each_nodes_replicas_throughput_and_memory_to_the_tenth(client, staff, catalog, user):
+    import uuid
+
+    from inference.models import UsageRecord
+
+    node = WorkerNode.objects.get(name="unit-node-1")
+    gpu = {**A100, "utilization": 5, "memory_used_mb": round(75.5 * 1024), "temperature_c": 40}
+    WorkerNode.objects.filter(pk=node.pk).update(telemetry={"in_flight": 0, "queues": [], "gpus": [gpu]})
+    UsageRecord.objects.create(
+        request_id=f"req_{uuid.uuid4().hex}",
+        user=user,
+        endpoint="chat.completions",
+        worker=node.name,
+        status_code=200,
+        completion_tokens=90,
+    )
+    client.force_login(staff)
+
+    content = client.get(URL).content.decode()
+
+    assert "75.5 / 80 GB" in content
+    for deployment, memory in [("llama-3-1-8b-instruct", "17.5"), ("qwen2-5-72b-instruct", "42")]:
+        assert (
+            f'<span class="replica-node">{deployment}</span> <span class="muted">GPU 0 · {memory} GB</span>' in content
+        )
+    assert '<span class="rate" data-rate="tokens">1.5</span> tok/s' in content  # 90 tokens in the last minute
+    assert '<span class="rate" data-rate="requests">0.02</span> req/s' in content
+    assert content.count('<rect x="') == 15  # a sparkline of 15 minutes
+    assert "css/fleet.css" in content
+
+
+def test_it_hints_when_requests_wait_while_a_node_with_room_idles(client, staff, catalog):
+    deployment = next(d for d in catalog if d.model.model_id == "llama-3.1-8b-instruct")
+    idle = _node("idle-box")
+    jobqueue.enqueue(
+        queue=deployment.queue_name,
+        account=1,
+        priority=0,
+        request_id="req_waiting",
+        attempt=1,
+        kind="generate",
+        spec={},
+        reply_channel="specific.x!y",
+        limits={},
+    )
+    try:
+        client.force_login(staff)
+        response = client.get(URL)
+    finally:
+        get_redis().delete(
+            deployment.queue_name, *jobqueue.priority_keys([jobqueue.account_queue(deployment.queue_name, 1)])
+        )
+
+    hints = response.context["snapshot"]["hints"]
+    assert [(h["deployment"], h["node"]) for h in hints] == [(deployment.name, idle.name)]
+    assert f"1 request wait for {deployment.name} while {idle.name} has free slots" in response.content.decode()

@@ -39,9 +39,15 @@ def test_heartbeats_carry_gpu_telemetry(fleet, make_key):
     assert summary["slots"] == 4 and summary["in_flight"] == 0
     assert summary["queues"] and all(q.startswith("deployment.") for q in summary["queues"])
     assert len(summary["gpus"]) == 2
+    # A simulated GPU's memory used is what the replicas placed on it hold (gpunode.replicas).
+    placed = {0: 0.0, 1: 0.0}
+    for replica in summary["replicas"]:
+        for index in replica["gpus"]:
+            placed[index] += replica["memory_gb"] * 1024 / len(replica["gpus"])
+    assert sum(placed.values()) > 0
     for gpu in summary["gpus"]:
         assert 0 <= gpu["utilization"] <= 100
-        assert 0 < gpu["memory_used_mb"] <= gpu["memory_total_mb"] == 81920
+        assert gpu["memory_used_mb"] == round(placed[gpu["index"]]) <= gpu["memory_total_mb"] == 81920
         assert 20 < gpu["temperature_c"] < 100
 
 

@@ -38,7 +38,16 @@
   }
 
   const known = (value) => value !== null && value !== undefined;
-  const gigabytes = (mb) => String(Math.round(mb / 1024));
+  // As Django's floatformat:"-1": one decimal, none when whole (75.5, 80).
+  const oneDecimal = (value) => String(Math.round(value * 10) / 10);
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function svg(tag, attrs, ...children) {
+    const element = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attrs || {})) element.setAttribute(name, value);
+    for (const child of children) element.append(child);
+    return element;
+  }
 
   function heartbeatText(iso) {
     return iso.slice(0, 10) + " " + iso.slice(11, 19);
@@ -46,8 +55,8 @@
 
   function gpuBlock(gpu) {
     const util = known(gpu.utilization) ? Math.round(gpu.utilization) : null;
-    let figures = (known(gpu.memory_used_mb) ? gigabytes(gpu.memory_used_mb) : "—") + " / ";
-    figures += gigabytes(gpu.memory_total_mb || 0) + " GB";
+    let figures = (known(gpu.memory_used_gb) ? oneDecimal(gpu.memory_used_gb) : "—") + " / ";
+    figures += (known(gpu.memory_total_gb) ? oneDecimal(gpu.memory_total_gb) : "—") + " GB";
     if (known(gpu.temperature_c)) figures += " · " + gpu.temperature_c + " °C";
     return el(
       "div",
@@ -80,6 +89,70 @@
     );
   }
 
+  // Requests and tokens per second over the last minute, and a bar per minute of tokens for the
+  // last 15 minutes (levels computed by deployments.selectors.node_throughput).
+  function throughputCell(throughput) {
+    const rate = (value, digits) => String(Number(value.toFixed(digits)));
+    const bars = throughput.history.map((minute, i) =>
+      svg(
+        "rect",
+        { x: i + ".1", y: minute.y, width: "0.8", height: minute.level },
+        svg("title", {}, minute.requests + " requests, " + minute.tokens + " tokens")
+      )
+    );
+    return el(
+      "td",
+      { class: "throughput" },
+      el(
+        "div",
+        { class: "nowrap" },
+        el("span", { class: "rate", "data-rate": "requests" }, rate(throughput.requests_per_second, 2)),
+        " req/s · ",
+        el("span", { class: "rate", "data-rate": "tokens" }, rate(throughput.tokens_per_second, 1)),
+        " tok/s"
+      ),
+      svg(
+        "svg",
+        {
+          class: "spark",
+          viewBox: "0 0 15 20",
+          preserveAspectRatio: "none",
+          role: "img",
+          "aria-label": "Tokens generated per minute, the last 15 minutes",
+        },
+        ...bars
+      )
+    );
+  }
+
+  function replicasCell(replicas) {
+    if (!replicas || !replicas.length) return el("td", {}, el("span", { class: "muted" }, "none"));
+    return el(
+      "td",
+      {},
+      el(
+        "ul",
+        { class: "replicas node-replicas" },
+        replicas.map((replica) =>
+          el(
+            "li",
+            { class: "replica" },
+            el("span", { class: "state state-" + replica.state }, replica.state),
+            " ",
+            el("span", { class: "replica-node" }, replica.deployment),
+            " ",
+            el(
+              "span",
+              { class: "muted" },
+              (replica.gpus && replica.gpus.length ? "GPU " + replica.gpus.join("+") + " · " : "") +
+                oneDecimal(replica.memory_gb || 0) + " GB"
+            )
+          )
+        )
+      )
+    );
+  }
+
   function nodeRow(node) {
     const inactive = node.status === "offline" || node.status === "left";
     const gpus = node.gpus && node.gpus.length ? node.gpus.map(gpuBlock) : el("span", { class: "muted" }, "none reported");
@@ -96,6 +169,8 @@
       el("td", { class: "num" }, String(node.slots)),
       el("td", { class: "num" }, String(node.in_flight)),
       reliabilityCell(node.reliability || { score: 1, placeable: true }),
+      throughputCell(node.throughput),
+      replicasCell(node.replicas),
       el("td", { class: "gpus" }, gpus),
       el(
         "td",
@@ -142,7 +217,19 @@
     };
   }
 
+  const hints = document.getElementById("fleet-hints");
+
+  function hintItem(hint) {
+    return el(
+      "p",
+      { class: "message message-warning fleet-hint" },
+      hint.message + " ",
+      el("a", { href: hints.dataset.deploymentsUrl }, "Deployments")
+    );
+  }
+
   function render(snapshot) {
+    if (hints) hints.replaceChildren(...(snapshot.hints || []).map(hintItem));
     nodesBody.replaceChildren(...snapshot.nodes.map(nodeRow));
     fillMeters(nodesBody);
     nodesWrap.hidden = snapshot.nodes.length === 0;
