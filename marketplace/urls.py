@@ -1,0 +1,12 @@
+from django.urls import path
+
+from marketplace import views
+
+app_name = "marketplace"
+
+urlpatterns = [
+    path("", views.host_page, name="host"),
+    path("tokens/", views.token_create, name="token-create"),
+    path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
+    path("nodes/<int:node_id>/revoke/", views.node_revoke, name="node-revoke"),
+]
