@@ -80,7 +80,10 @@ class InferenceCall(QueuedCall):
                     text = text[skipped:]
                 self.delivered[index] += len(text)
                 # Provisional count, so a request cut short is still metered; "done" corrects it.
-                self.meter.completion_tokens += count_tokens(text)
+                tokens = count_tokens(text)
+                self.meter.completion_tokens += tokens
+                worker = self.meter.worker  # who produced it, for its host's earnings
+                self.meter.produced[worker] = self.meter.produced.get(worker, 0) + tokens
                 yield {"i": index, "t": text, "f": event["f"]}
 
 

@@ -150,6 +150,7 @@ class QueuedCall:
                 spec=self.spec(),
                 reply_channel=self.channel,
                 limits=self.limits(),
+                trusted_only=self.meter.trusted_only,
             )
         except BROKER_ERRORS as error:
             logger.warning("Could not enqueue %s: %s", self.request_id, error)

@@ -213,3 +213,42 @@ def payouts_for_staff(status: str | None = None):
 
     payouts = Payout.objects.select_related("host__user", "decided_by").order_by("-requested_at", "-id")
     return payouts.filter(status=status) if status else payouts
+
+
+# --- Routing ----------------------------------------------------------------------------------
+
+
+def _serving_on(trust: str):
+    """Replicas loaded on live nodes of ``trust`` (not revoked, heard from recently)."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from deployments.models import Replica
+
+    recent = timezone.now() - timedelta(seconds=settings.WORKER_OFFLINE_AFTER)
+    return Replica.objects.filter(
+        state=Replica.State.RUNNING,
+        node__trust=trust,
+        node__status=WorkerNode.Status.ONLINE,
+        node__credential_revoked_at__isnull=True,
+        node__last_heartbeat_at__gte=recent,
+    )
+
+
+def trusted_deployment_for(model):
+    """A serving deployment of ``model`` with a replica on a live trusted node, or None."""
+    from deployments.selectors import serving_deployments
+
+    deployments = _serving_on(Trust.TRUSTED).filter(deployment__model=model).values("deployment")
+    return serving_deployments().filter(pk__in=deployments).order_by("created_at").first()
+
+
+def community_capacity_models() -> set[str]:
+    """The model ids with a replica on a live community node (the Models & pricing page says so)."""
+    return set(_serving_on(Trust.COMMUNITY).values_list("deployment__model__model_id", flat=True))
+
+
+def trusted_capacity_models() -> set[str]:
+    return set(_serving_on(Trust.TRUSTED).values_list("deployment__model__model_id", flat=True))

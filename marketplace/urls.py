@@ -9,4 +9,5 @@ urlpatterns = [
     path("tokens/", views.token_create, name="token-create"),
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
     path("nodes/<int:node_id>/revoke/", views.node_revoke, name="node-revoke"),
+    path("trusted-only/", views.trusted_only, name="trusted-only"),
 ]

@@ -9,12 +9,13 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_http_methods, require_POST
 
 from marketplace import selectors, services
-from marketplace.forms import HostJoinTokenForm, HostProfileForm
+from marketplace.forms import HostJoinTokenForm, HostProfileForm, TrustedOnlyForm
 
 
 def _server_url(request) -> str:
@@ -113,3 +114,27 @@ def token_revoke(request, token_id: int):
     services.host_token_revoke(host=host, token=token)
     messages.success(request, f"Revoked the join token “{token.name}”. Machines already joined keep running.")
     return redirect("marketplace:host")
+
+
+def pricing_context(request) -> dict:
+    """What the Models & pricing page shows of the marketplace: which models have community
+    (and trusted) capacity now, and the account's trusted-only choice."""
+    return {
+        "community_models": selectors.community_capacity_models(),
+        "trusted_models": selectors.trusted_capacity_models(),
+        "trusted_only_form": TrustedOnlyForm(initial={"trusted_only": selectors.account_trusted_only(request.user.pk)}),
+    }
+
+
+@login_required
+@require_POST
+def trusted_only(request):
+    form = TrustedOnlyForm(request.POST)
+    form.is_valid()  # a checkbox: absent is False
+    chosen = bool(form.cleaned_data.get("trusted_only"))
+    services.account_trusted_only_set(user=request.user, trusted_only=chosen)
+    messages.success(
+        request,
+        "Your requests now run on trusted nodes only." if chosen else "Your requests may run on community nodes too.",
+    )
+    return redirect(f"{reverse('billing:pricing')}#trusted-only")
