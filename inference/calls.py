@@ -61,6 +61,7 @@ class InferenceCall(QueuedCall):
                 if not self.resumable and any(self.delivered):
                     # Not a stream (or redispatch would have failed): the caller starts over.
                     self.delivered = [0] * self.job.n
+                    self.meter.produced = {}  # the client gets none of the lost node's text
                     yield {"reset": True}
                 continue
             if message["type"] == replies.DONE:

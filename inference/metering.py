@@ -126,6 +126,7 @@ class UsageMeter:
                     prompt_tokens=self.prompt_tokens,
                     completion_tokens=self.completion_tokens,
                     charge=self.billable(status_code),
+                    produced=self.produced,
                     **fields,
                 )
             else:  # refused before admission: nothing was reserved, nothing is charged
