@@ -17,6 +17,7 @@ from deployments.models import Deployment
 from inference import replies
 from inference.metering import UsageMeter
 from inference.transport import QueuedCall, WorkerLost
+from marketplace import verification
 from nodeprotocol import DETERMINISTIC_ENGINES, KIND_EMBED, KIND_GENERATE, EmbeddingJob, GenerationJob
 from nodeprotocol.tokens import count_tokens
 
@@ -38,6 +39,7 @@ class InferenceCall(QueuedCall):
         self.usage: dict | None = None
         self.delivered = [0] * job.n  # characters of each choice handed to the client
         self.replay = [0] * job.n  # characters the current attempt will repeat, to skip
+        self.texts = [""] * job.n  # what the client got, for a verification re-run (marketplace)
 
     def spec(self) -> dict:
         self.job.fast_forward = list(self.replay)
@@ -62,6 +64,7 @@ class InferenceCall(QueuedCall):
                     # Not a stream (or redispatch would have failed): the caller starts over.
                     self.delivered = [0] * self.job.n
                     self.meter.produced = {}  # the client gets none of the lost node's text
+                    self.texts = [""] * self.job.n
                     yield {"reset": True}
                 continue
             if message["type"] == replies.DONE:
@@ -69,6 +72,7 @@ class InferenceCall(QueuedCall):
                 self.meter.prompt_tokens = self.usage["prompt_tokens"]
                 self.meter.completion_tokens = self.usage["completion_tokens"]
                 await self.close()
+                verification.consider(self)  # GPU host marketplace: maybe re-run it on a trusted node
                 return
             if message["type"] != replies.EVENTS:
                 continue
@@ -80,6 +84,7 @@ class InferenceCall(QueuedCall):
                     self.replay[index] -= skipped
                     text = text[skipped:]
                 self.delivered[index] += len(text)
+                self.texts[index] += text
                 # Provisional count, so a request cut short is still metered; "done" corrects it.
                 tokens = count_tokens(text)
                 self.meter.completion_tokens += tokens
