@@ -284,3 +284,44 @@ def payout_reject(*, payout: Payout, staff, note: str = "") -> Payout:
             note=note,
         )
     return payout
+
+
+# --- The demo ---------------------------------------------------------------------------------
+
+DEMO_HOST = "demo-host"
+
+
+def demo_host_ensure(var_dir) -> tuple[str, str, object]:
+    """The demo's GPU host (``demo-host``, its generated password kept in var/) and the file holding
+    its community join token, for ``runplatform`` to join one community node with (so that the Host
+    page has something to show). Returns (username, password, token file path)."""
+    import secrets
+
+    from django.contrib.auth import get_user_model
+
+    from deployments.fleet import JOIN_TOKEN_KIND
+    from gpucloud.credentials import matches, split_credential
+
+    User = get_user_model()
+    credentials = var_dir / "demo-host.txt"
+    user = User.objects.filter(username=DEMO_HOST).first()
+    if user is None:
+        password = secrets.token_urlsafe(12)
+        user = User.objects.create_user(DEMO_HOST, email="host@example.com", password=password)
+        credentials.write_text(password + "\n")
+        credentials.chmod(0o600)
+    password = credentials.read_text().strip() if credentials.exists() else "(the password you set)"
+    host = HostProfile.objects.filter(user=user).first() or host_become(
+        user=user, display_name="Demo host", payout_details="(demo) IBAN XX00 0000 0000"
+    )
+    path = var_dir / "demo-host-join-token.txt"
+    if path.exists():
+        plaintext = path.read_text().strip()
+        prefix = split_credential(JOIN_TOKEN_KIND, plaintext)
+        token = JoinToken.objects.filter(prefix=prefix, revoked_at__isnull=True).first() if prefix else None
+        if token is not None and matches(plaintext, token.hashed_token):
+            return DEMO_HOST, password, path
+    _, plaintext = host_join_token_create(host=host, name="Demo host's machine (runplatform)")
+    path.write_text(plaintext + "\n")
+    path.chmod(0o600)
+    return DEMO_HOST, password, path

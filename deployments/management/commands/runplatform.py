@@ -71,6 +71,11 @@ class Command(BaseCommand):
         # is not on a command line), speaking only the node protocol, with nothing of the server's
         # configuration in their environment.
         gpu_workers = [self.start_node(base, join_token_file, f"local-{i + 1}") for i in range(workers)]
+        # GPU host marketplace: a demo host with a community node of its own, for its Host page.
+        from marketplace.services import demo_host_ensure
+
+        demo_host, demo_host_password, host_token_file = demo_host_ensure(settings.VAR_DIR)
+        gpu_workers.append(self.start_node(base, host_token_file, "host-1"))
         if ml_extras_installed() and not without_embeddings:
             # Real embeddings: all-MiniLM-L6-v2 on the hf engine, on a CPU node of its own.
             deployments.append(demo_embeddings_ensure())
@@ -81,6 +86,7 @@ class Command(BaseCommand):
             f"\nGPU Cloud is starting at {base}/  ({len(gpu_workers)} GPU node(s), Redis at {settings.REDIS_URL})"
         )
         self.stdout.write(f"  Dashboard login: {username} / {password}")
+        self.stdout.write(f"  Demo GPU host login: {demo_host} / {demo_host_password}  (its Host page: {base}/host/)")
         self.stdout.write(f"  Models: {', '.join(d.model.model_id for d in deployments)}")
         self.stdout.write(f"  Health: {base}/health    Admin: {base}/admin/    Stop with Ctrl-C.\n", ending="\n")
         self.stdout.flush()
