@@ -39,7 +39,8 @@ class InferenceCall(QueuedCall):
         self.usage: dict | None = None
         self.delivered = [0] * job.n  # characters of each choice handed to the client
         self.replay = [0] * job.n  # characters the current attempt will repeat, to skip
-        self.texts = [""] * job.n  # what the client got, for a verification re-run (marketplace)
+        # What the client got, kept for a verification re-run only where one may come (marketplace).
+        self.texts = [""] * job.n if verification.eligible(job) else None
 
     def spec(self) -> dict:
         self.job.fast_forward = list(self.replay)
@@ -64,7 +65,7 @@ class InferenceCall(QueuedCall):
                     # Not a stream (or redispatch would have failed): the caller starts over.
                     self.delivered = [0] * self.job.n
                     self.meter.produced = {}  # the client gets none of the lost node's text
-                    self.texts = [""] * self.job.n
+                    self.texts = self.texts and [""] * self.job.n
                     yield {"reset": True}
                 continue
             if message["type"] == replies.DONE:
@@ -84,7 +85,8 @@ class InferenceCall(QueuedCall):
                     self.replay[index] -= skipped
                     text = text[skipped:]
                 self.delivered[index] += len(text)
-                self.texts[index] += text
+                if self.texts is not None:
+                    self.texts[index] += text
                 # Provisional count, so a request cut short is still metered; "done" corrects it.
                 tokens = count_tokens(text)
                 self.meter.completion_tokens += tokens

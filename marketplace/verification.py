@@ -33,13 +33,17 @@ VERIFY_PRIORITY = 9
 _running: set[asyncio.Task] = set()
 
 
+def eligible(job) -> bool:
+    """Whether a generation may be sampled: deterministic (temperature 0, or the client's seed),
+    and checks are on."""
+    return settings.VERIFY_SAMPLE_RATE > 0 and (job.temperature == 0 or job.seed_given)
+
+
 def consider(call) -> None:
     """Sample a finished generation for a check; cheap, and never raises into the request."""
     try:
-        if call.request_id.startswith(VERIFY_PREFIX) or settings.VERIFY_SAMPLE_RATE <= 0:
-            return
         job, meter = call.job, call.meter
-        if not (job.temperature == 0 or job.seed_given):
+        if call.request_id.startswith(VERIFY_PREFIX) or call.texts is None or not eligible(job):
             return
         worker = meter.worker
         if not worker or any(node != worker for node, tokens in meter.produced.items() if tokens):

@@ -116,8 +116,14 @@ def test_a_node_that_alters_its_output_is_caught_and_suspended(fleet, checking_w
         def suspended():
             return NodeStanding.objects.filter(node=cheat_node, suspended_at__isnull=False).first()
 
+        def honest_checked():
+            checks = VerificationCheck.objects.filter(node=honest_node).exclude(
+                outcome=VerificationCheck.Outcome.PENDING
+            )
+            return checks.count() >= 2
+
         sent = 0
-        while not suspended() and sent < 60:
+        while not (suspended() and honest_checked()) and sent < 80:
             body = {"model": MODEL, "messages": [{"role": "user", "content": f"Question {sent}"}], "max_tokens": 16,
                     "temperature": 0 if sent % 2 else 1, "seed": 1000 + sent}  # fmt: skip
             response = httpx.post(
@@ -125,8 +131,7 @@ def test_a_node_that_alters_its_output_is_caught_and_suspended(fleet, checking_w
             )
             assert response.status_code == 200, response.text
             sent += 1
-            if cheat.jobs >= 3 and honest.jobs >= 2:
-                # Enough sampled on both: wait for the checks to land.
+            if sent % 6 == 0:  # let the re-runs (queued behind customers' work) land
                 wait_for(
                     lambda: not VerificationCheck.objects.filter(outcome=VerificationCheck.Outcome.PENDING).exists(),
                     timeout=60,
