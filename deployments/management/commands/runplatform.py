@@ -71,11 +71,12 @@ class Command(BaseCommand):
         # is not on a command line), speaking only the node protocol, with nothing of the server's
         # configuration in their environment.
         gpu_workers = [self.start_node(base, join_token_file, f"local-{i + 1}") for i in range(workers)]
-        # GPU host marketplace: a demo host with a community node of its own, for its Host page.
+        # GPU host marketplace: a demo host with a community node of its own, for its Host page;
+        # started once the operator's nodes serve every model, so that they hold the demo's replicas.
         from marketplace.services import demo_host_ensure
 
         demo_host, demo_host_password, host_token_file = demo_host_ensure(settings.VAR_DIR)
-        gpu_workers.append(self.start_node(base, host_token_file, "host-1"))
+        self.on_ready = lambda: [self.start_node(base, host_token_file, "host-1")]
         if ml_extras_installed() and not without_embeddings:
             # Real embeddings: all-MiniLM-L6-v2 on the hf engine, on a CPU node of its own.
             deployments.append(demo_embeddings_ensure())
@@ -170,6 +171,7 @@ class Command(BaseCommand):
                     self.stderr.write(f"A GPU node exited with {worker.returncode}; {len(running)} still running.")
                 if not announced and self.ready(base):
                     announced = True
+                    running.extend(getattr(self, "on_ready", list)())  # the marketplace's demo host node
                     self.stdout.write(
                         self.style.SUCCESS(f"GPU Cloud is ready at {base}/ : every demo model is served.")
                     )
