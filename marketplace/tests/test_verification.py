@@ -13,11 +13,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
 
+from billing.models import LedgerEntry
 from conftest import BASE_DIR, ProtocolNode, _free_port, wait_for
 from deployments.models import Deployment
 from gpucloud.daphne import command as daphne_command
 from gpunode.engines import get_engine
 from gpunode.generation import generate
+from inference.models import UsageRecord
 from marketplace.models import EarningEntry, NodeStanding, VerificationCheck
 from marketplace.selectors import host_balances
 from marketplace.services import host_become, host_join_token_create
@@ -162,6 +164,9 @@ def test_a_node_that_alters_its_output_is_caught_and_suspended(fleet, checking_w
         assert EarningEntry.objects.filter(node=cheat_node).exists()
         balances = host_balances(cheat_host)
         assert balances["held"] > 0 and balances["pending"] == 0 and balances["available"] == 0
+        # Re-runs are the platform's own: not recorded as anyone's usage, not charged.
+        assert not UsageRecord.objects.filter(request_id__startswith="verify-").exists()
+        assert not LedgerEntry.objects.filter(reference__startswith="verify-").exists()
         # The host is told why.
         client.force_login(cheat_host.user)
         assert "verification mismatches" in client.get(reverse("marketplace:host")).content.decode()
