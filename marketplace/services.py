@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from billing.money import to_money, usd
+from billing.money import round_money, to_money, usd
 from deployments.fleet import join_token_create, node_credential_revoke
 from deployments.models import JoinToken, Trust, WorkerNode
 from marketplace.models import AccountPreference, EarningEntry, HostProfile, Payout
@@ -133,8 +133,6 @@ def earnings_credit(*, record, price, produced: dict | None = None) -> list[Earn
         host = HostProfile.objects.filter(user=node.owner).first() or host_become(
             user=node.owner, display_name=node.owner.get_username()
         )
-        from billing.money import round_money
-
         entries.append(
             _post(
                 host=host,
