@@ -35,6 +35,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
         "budget_soft_percent",
         "tpm",
         "max_parallel",
+        "trusted_only",
         "expires_at",
         "revoked_at",
         "created_at",

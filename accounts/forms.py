@@ -45,6 +45,11 @@ class ApiKeyCreateForm(forms.Form):
         max_value=ApiKey.MAX_PARALLEL_MAX,
         help_text="Empty for no limit.",
     )
+    trusted_only = forms.BooleanField(
+        label="Trusted nodes only",
+        required=False,
+        help_text="Never run this key's requests on community (hosts') nodes.",
+    )
     expires_at = forms.DateTimeField(
         label="Expires (optional)",
         required=False,

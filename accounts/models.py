@@ -74,6 +74,10 @@ class ApiKey(models.Model):
         validators=[MinValueValidator(1), MaxValueValidator(MAX_PARALLEL_MAX)],
         help_text="Empty for no limit.",
     )
+    # GPU host marketplace: this key's requests never run on community (hosts') nodes.
+    trusted_only = models.BooleanField(
+        "trusted nodes only", default=False, help_text="Never run this key's requests on community nodes."
+    )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

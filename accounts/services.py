@@ -93,6 +93,7 @@ def api_key_create(
     budget_soft_percent: int = 80,
     tpm: int | None = None,
     max_parallel: int | None = None,
+    trusted_only: bool = False,
 ) -> tuple[ApiKey, str]:
     """Create a key for ``user``; returns the row and the plaintext key, which is never stored.
 
@@ -134,6 +135,7 @@ def api_key_create(
         budget_soft_percent=budget_soft_percent,
         tpm=tpm,
         max_parallel=max_parallel,
+        trusted_only=trusted_only,
     )
     return api_key, credential.plaintext
 

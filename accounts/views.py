@@ -121,6 +121,7 @@ def keys_list(request):
                     budget_period=form.cleaned_data["budget_period"],
                     tpm=form.cleaned_data["tpm"],
                     max_parallel=form.cleaned_data["max_parallel"],
+                    trusted_only=form.cleaned_data["trusted_only"],
                 )
             except ValidationError as error:
                 form.add_error(None, error)

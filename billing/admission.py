@@ -228,7 +228,13 @@ def _refusal(result: list[str], *, api_key, worst: Decimal, tokens: int, prompt_
 
 
 def settle(
-    reservation: Reservation, *, prompt_tokens: int, completion_tokens: int, charge: bool = True, **usage_fields
+    reservation: Reservation,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    charge: bool = True,
+    produced: dict[str, int] | None = None,
+    **usage_fields,
 ):
     """Charge a request for the tokens it used and free its reservation.
 
@@ -239,6 +245,10 @@ def settle(
     cut short what the client was sent. ``charge=False`` records the usage at no cost (a request
     that failed before the client got anything). Idempotent per request id. Returns the
     UsageRecord, whose ``cost`` is the charge.
+
+    A request served on community nodes also credits their hosts' earnings in the same transaction
+    (``marketplace.services.earnings_credit``); ``produced`` maps each node that sent text to the
+    completion tokens of it the client got, when more than one did (a failover mid-stream).
     """
     from accounts.models import ApiKey
     from billing.models import PriceVersion
@@ -263,6 +273,9 @@ def settle(
             services.request_charge(
                 user=api_key.user, request_id=reservation.request_id, cost=record.cost, api_key=api_key
             )
+            from marketplace.services import earnings_credit  # GPU host marketplace
+
+            earnings_credit(record=record, price=price, produced=produced)
         used = prompt_tokens + completion_tokens if charge else 0
         unused = max(reservation.prompt_tokens + reservation.max_tokens - used, 0)
         # After the charge is applied (on_commit callbacks run in order): never a moment with neither.

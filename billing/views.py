@@ -155,4 +155,8 @@ def credit_grant(request):
 
 @login_required
 def pricing(request):
-    return render(request, "billing/pricing.html", {"models": selectors.models_with_prices()})
+    from marketplace.views import pricing_context  # GPU host marketplace: capacity, trusted-only choice
+
+    return render(
+        request, "billing/pricing.html", {"models": selectors.models_with_prices(), **pricing_context(request)}
+    )

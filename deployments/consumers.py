@@ -25,6 +25,7 @@ from deployments.fleet import (
     node_group,
     node_heartbeat,
 )
+from deployments.models import Trust
 from deployments.presence import heartbeats_interrupt
 from gpucloud import periodic
 from inference.dispatcher import NodeDispatcher
@@ -99,6 +100,7 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
             channel_layer=self.channel_layer,
             session_channel=self.channel_name,
             send_to_node=self.send_json,
+            trusted=node.trust == Trust.TRUSTED,
         )
         self.dispatcher.start()
         await self.send_json(

@@ -7,6 +7,7 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -45,10 +46,17 @@ def check_protocol(version: object) -> None:
         raise ProtocolMismatch(refusal)
 
 
-def join_token_create(*, name: str, created_by=None) -> tuple[JoinToken, str]:
+def join_token_create(
+    *, name: str, created_by=None, trust: str = Trust.TRUSTED, expires_at=None, max_uses: int | None = None
+) -> tuple[JoinToken, str]:
+    """A join token (plaintext returned, shown once). Its nodes get ``trust``; a community token's
+    nodes belong to ``created_by``. ``expires_at`` and ``max_uses`` (None: no limit) bound its use."""
     credential = new_credential(JOIN_TOKEN_KIND)
     token = JoinToken.objects.create(
         name=name.strip() or "Join token",
+        trust=trust,
+        expires_at=expires_at,
+        max_uses=max_uses,
         prefix=credential.prefix,
         hashed_token=credential.hashed,
         created_by=created_by,
@@ -81,11 +89,26 @@ def node_register(
         raise Refused("This join token is not valid. Ask the operator for a join token (manage.py createjointoken).")
     if not join_token.is_active:
         raise Refused("This join token has been revoked. Ask the operator for a new one.")
+    if join_token.expires_at is not None and join_token.expires_at <= timezone.now():
+        raise Refused("This join token has expired. Create a new one (Host page, or manage.py createjointoken).")
     return _node_create(join_token, name=name, host=host, engine=engine, slots=slots, gpus=gpus)
 
 
 @transaction.atomic
 def _node_create(join_token: JoinToken, *, name: str, host: str, engine: str, slots: int, gpus: list[dict]):
+    # One use claimed in one UPDATE, in the node's transaction: concurrent registrations can never
+    # take a token past its use limit or its expiry, and a failed registration gives its use back.
+    claimed = (
+        JoinToken.objects.filter(pk=join_token.pk, revoked_at__isnull=True)
+        .filter(Q(max_uses__isnull=True) | Q(uses__lt=F("max_uses")))
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()))
+        .update(uses=F("uses") + 1)
+    )
+    if not claimed:
+        raise Refused(
+            "This join token has been used as many times as it allows (or expired or was revoked just now). "
+            "Create a new one."
+        )
     credential = new_credential(NODE_CREDENTIAL_KIND)
     node = WorkerNode.objects.create(
         name=f"pending-{credential.prefix}",

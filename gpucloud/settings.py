@@ -433,3 +433,17 @@ PRICING_WINDOW_SECONDS = envfloat("PRICING_WINDOW_SECONDS", 300.0)
 PRICING_TARGET_UTILISATION = envfloat("PRICING_TARGET_UTILISATION", 0.5)
 PRICING_INTERVAL = envfloat("PRICING_INTERVAL", 60.0)
 PRICING_STEP = os.environ.get("PRICING_STEP") or "0.05"
+
+# --- GPU host marketplace (marketplace app) -------------------------------------------------
+
+INSTALLED_APPS += ["marketplace"]
+# The share of a request's charge that the host of the community node serving it earns (0 to 1).
+HOST_REVENUE_SHARE = os.environ.get("HOST_REVENUE_SHARE") or "0.70"
+# Days a host's earning is held (pending) before it can be paid out.
+EARNINGS_HOLD_DAYS = envint("EARNINGS_HOLD_DAYS", 7)
+# The smallest payout a host may request (USD, a decimal string).
+PAYOUT_MINIMUM_USD = os.environ.get("PAYOUT_MINIMUM_USD") or "10.00"
+# The fraction of deterministic requests served on community nodes re-run on a trusted node.
+VERIFY_SAMPLE_RATE = envfloat("VERIFY_SAMPLE_RATE", 0.05)
+# Mismatches (strikes) after which a community node is suspended.
+VERIFY_STRIKES_TO_SUSPEND = envint("VERIFY_STRIKES_TO_SUSPEND", 3)

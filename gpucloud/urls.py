@@ -27,6 +27,9 @@ urlpatterns = [
     path("api/", include("billing.api_urls")),
     path("api/", include("accounts.api_urls")),
     path("", include("gpucloud.openapi")),  # API docs: /api/schema and /docs/
+    # GPU host marketplace: the Host page and GET /api/host/earnings.
+    path("host/", include("marketplace.urls")),
+    path("api/", include("marketplace.api_urls")),
     # Unknown API URLs get the OpenAI error shape, with DEBUG on or off.
     re_path(r"^(v1|api)/", api_not_found),
 ]

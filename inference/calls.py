@@ -17,6 +17,7 @@ from deployments.models import Deployment
 from inference import replies
 from inference.metering import UsageMeter
 from inference.transport import QueuedCall, WorkerLost
+from marketplace import verification
 from nodeprotocol import DETERMINISTIC_ENGINES, KIND_EMBED, KIND_GENERATE, EmbeddingJob, GenerationJob
 from nodeprotocol.tokens import count_tokens
 from observability import metrics
@@ -41,6 +42,8 @@ class InferenceCall(QueuedCall):
         self.usage: dict | None = None
         self.delivered = [0] * job.n  # characters of each choice handed to the client
         self.replay = [0] * job.n  # characters the current attempt will repeat, to skip
+        # What the client got, kept for a verification re-run only where one may come (marketplace).
+        self.texts = [""] * job.n if verification.eligible(job) else None
 
     def spec(self) -> dict:
         self.job.fast_forward = list(self.replay)
@@ -64,6 +67,8 @@ class InferenceCall(QueuedCall):
                 if not self.resumable and any(self.delivered):
                     # Not a stream (or redispatch would have failed): the caller starts over.
                     self.delivered = [0] * self.job.n
+                    self.meter.produced = {}  # the client gets none of the lost node's text
+                    self.texts = self.texts and [""] * self.job.n
                     yield {"reset": True}
                 continue
             if message["type"] == replies.DONE:
@@ -71,6 +76,7 @@ class InferenceCall(QueuedCall):
                 self.meter.prompt_tokens = self.usage["prompt_tokens"]
                 self.meter.completion_tokens = self.usage["completion_tokens"]
                 await self.close()
+                verification.consider(self)  # GPU host marketplace: maybe re-run it on a trusted node
                 return
             if message["type"] != replies.EVENTS:
                 continue
@@ -85,8 +91,13 @@ class InferenceCall(QueuedCall):
                 pieces = event.get("tc") or []
                 arguments = "".join(piece["arguments"] for piece in pieces)
                 self.delivered[index] += len(text) + len(arguments) + len(pieces)
+                if self.texts is not None:  # what a verification re-run must reproduce, tool calls included
+                    self.texts[index] += text + arguments
                 # Provisional count, so a request cut short is still metered; "done" corrects it.
-                self.meter.completion_tokens += count_tokens(text) + count_tokens(arguments)
+                tokens = count_tokens(text) + count_tokens(arguments)
+                self.meter.completion_tokens += tokens
+                worker = self.meter.worker  # who produced it, for its host's earnings
+                self.meter.produced[worker] = self.meter.produced.get(worker, 0) + tokens
                 yield {"i": index, "t": text, "f": event["f"], "lp": event.get("lp"), "tc": pieces}
 
 

@@ -168,8 +168,11 @@ class NodeDispatcher:
         channel_layer,
         session_channel: str,
         send_to_node: Callable[[dict], Awaitable[None]],
+        trusted: bool = True,
     ) -> None:
         self.node_name = node_name
+        # A community (host's) node never takes the jobs of trusted_only keys (marketplace).
+        self.trusted = trusted
         self.layer = channel_layer
         self.session_channel = session_channel
         self.send_to_node = send_to_node
@@ -340,7 +343,8 @@ class NodeDispatcher:
         if queues != self._keys_for or time.monotonic() - self._keys_at > KEYS_FRESH_SECONDS:
             self._accounts = await jobqueue.active_accounts(self._redis, queues)
             self._keys_for, self._keys_at = queues, time.monotonic()
-        return jobqueue.take_keys(self._accounts, queues, self._turn)
+        accounts = self._accounts if self.trusted else [a for a in self._accounts if not jobqueue.trusted_only(a)]
+        return jobqueue.take_keys(accounts, queues, self._turn)
 
     async def _hand(self, queued: jobqueue.QueuedJob, replica_id: int) -> None:
         if not await replies.attempt_claim(queued.request_id, queued.attempt):

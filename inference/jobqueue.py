@@ -46,9 +46,19 @@ class QueuedJob:
     limits: dict
 
 
-def account_queue(queue: str, account_id: int) -> str:
-    """An account's own queue of a deployment."""
-    return f"{queue}.a{account_id}"
+# GPU host marketplace: the jobs of trusted_only keys go on an account queue of their own, with
+# this suffix, which the dispatchers of community nodes never pop.
+TRUSTED_ONLY_SUFFIX = ".trusted"
+
+
+def account_queue(queue: str, account_id: int, trusted_only: bool = False) -> str:
+    """An account's own queue of a deployment (its trusted-only one for ``trusted_only`` jobs)."""
+    return f"{queue}.a{account_id}{TRUSTED_ONLY_SUFFIX if trusted_only else ''}"
+
+
+def trusted_only(account_queue_name: str) -> bool:
+    """Whether an account queue holds jobs that only trusted nodes may take."""
+    return account_queue_name.endswith(TRUSTED_ONLY_SUFFIX)
 
 
 def _active_key(queue: str) -> str:
@@ -71,8 +81,10 @@ def enqueue(
     spec: dict,
     reply_channel: str,
     limits: dict,
+    trusted_only: bool = False,
 ) -> None:
-    """Put a job on its deployment's queue for ``account`` (blocking: call it off the event loop)."""
+    """Put a job on its deployment's queue for ``account`` (blocking: call it off the event loop);
+    ``trusted_only``: on the account's queue that only trusted nodes take from."""
     job = {
         "request_id": request_id,
         "attempt": attempt,
@@ -83,7 +95,7 @@ def enqueue(
         # When it joined the queue: how long requests wait drives autoscaling (oldest_wait).
         "queued_at": time.time(),
     }
-    own = account_queue(queue, account)
+    own = account_queue(queue, account, trusted_only)
     now = time.time()
     pipe = get_redis().pipeline(transaction=False)
     pipe.zremrangebyscore(_active_key(queue), "-inf", now - _active_window())
@@ -170,6 +182,7 @@ def queue_of(key: str) -> str:
     steps, sep = _transport_options()
     queue, found, step = key.rpartition(sep)
     queue = queue if found and step.isdigit() and int(step) in steps else key
+    queue = queue.removesuffix(TRUSTED_ONLY_SUFFIX)
     base, dot, account = queue.rpartition(".a")
     return base if dot and account.isdigit() else queue
 

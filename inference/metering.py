@@ -49,6 +49,10 @@ class UsageMeter:
         self.model_name = ""
         self.deployment = ""
         self.worker = ""
+        # GPU host marketplace: keep the request on trusted nodes; and the completion tokens each
+        # node produced (more than one when it failed over mid-stream), which its host is paid for.
+        self.trusted_only = False
+        self.produced: dict[str, int] = {}
         self.stream = False
         self.prompt_tokens = 0
         # The engine's count once the node is done; until then the provisional count of the text
@@ -124,6 +128,7 @@ class UsageMeter:
                     prompt_tokens=self.prompt_tokens,
                     completion_tokens=self.completion_tokens,
                     charge=self.billable(status_code),
+                    produced=self.produced,
                     **fields,
                 )
             else:  # refused before admission: nothing was reserved, nothing is charged

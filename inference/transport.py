@@ -152,6 +152,7 @@ class QueuedCall:
                 spec=self.spec(),
                 reply_channel=self.channel,
                 limits=self.limits(),
+                trusted_only=self.meter.trusted_only,
             )
             metrics.enqueued(self)
         except BROKER_ERRORS as error:

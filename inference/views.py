@@ -153,8 +153,27 @@ async def _resolve(request, meter: UsageMeter, name: str, task: str) -> tuple[Ca
         raise service_unavailable(
             f"The model '{name}' has no running deployment right now. Retry later.", code="model_not_ready"
         )
+    deployment = await _trusted_routing(request, meter, model, deployment)
     meter.model, meter.model_name, meter.deployment = model, model.model_id, deployment.name
     return model, deployment
+
+
+async def _trusted_routing(request, meter: UsageMeter, model: CatalogModel, deployment: Deployment) -> Deployment:
+    """GPU host marketplace: a trusted_only key (or account) gets a deployment with a replica on a
+    trusted node, and its job a queue that community nodes never take from; 503 if none."""
+    from marketplace.selectors import trusted_deployment_for, trusted_only_for
+
+    if not await sync_to_async(trusted_only_for)(request.api_key):
+        return deployment
+    meter.trusted_only = True
+    trusted = await sync_to_async(trusted_deployment_for)(model)
+    if trusted is None:
+        raise service_unavailable(
+            f"The model '{model.model_id}' runs only on community (hosts') nodes right now, and this API key or "
+            "its account is set to trusted nodes only. Retry later, or allow community nodes for this key.",
+            code="no_trusted_capacity",
+        )
+    return trusted
 
 
 def _priority(api_key: ApiKey) -> int:

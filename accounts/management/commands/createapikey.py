@@ -56,6 +56,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--tpm", type=int, default=None, help="Tokens per minute (prompt + max_tokens).")
         parser.add_argument("--max-parallel", type=int, default=None, help="Most requests in flight at once.")
+        parser.add_argument(
+            "--trusted-only", action="store_true", help="Never run the key's requests on community (hosts') nodes."
+        )
 
     def handle(self, *args, username, name, rpm, scopes, priority, models, expires_in_days, **options):
         User = get_user_model()
@@ -78,6 +81,7 @@ class Command(BaseCommand):
                 budget_soft_percent=options["budget_notice"],
                 tpm=options["tpm"],
                 max_parallel=options["max_parallel"],
+                trusted_only=options["trusted_only"],
             )
         except ValidationError as error:
             raise CommandError(" ".join(error.messages)) from None

@@ -73,6 +73,12 @@ class Command(BaseCommand):
         # is not on a command line), speaking only the node protocol, with nothing of the server's
         # configuration in their environment.
         gpu_workers = [self.start_node(base, join_token_file, f"local-{i + 1}") for i in range(workers)]
+        # GPU host marketplace: a demo host with a community node of its own, for its Host page;
+        # started once the operator's nodes serve every model, so that they hold the demo's replicas.
+        from marketplace.services import demo_host_ensure
+
+        demo_host, demo_host_password, host_token_file = demo_host_ensure(settings.VAR_DIR)
+        self.on_ready = lambda: [self.start_node(base, host_token_file, "host-1")]
         if ml_extras_installed() and not without_embeddings:
             # Real embeddings: all-MiniLM-L6-v2 on the hf engine, on a CPU node of its own.
             deployments.append(demo_embeddings_ensure())
@@ -83,6 +89,7 @@ class Command(BaseCommand):
             f"\nGPU Cloud is starting at {base}/  ({len(gpu_workers)} GPU node(s), Redis at {settings.REDIS_URL})"
         )
         self.stdout.write(f"  Dashboard login: {username} / {password}")
+        self.stdout.write(f"  Demo GPU host login: {demo_host} / {demo_host_password}  (its Host page: {base}/host/)")
         self.stdout.write(f"  Models: {', '.join(d.model.model_id for d in deployments)}")
         self.stdout.write(f"  Health: {base}/health    Admin: {base}/admin/    Stop with Ctrl-C.\n", ending="\n")
         self.stdout.flush()
@@ -166,6 +173,7 @@ class Command(BaseCommand):
                     self.stderr.write(f"A GPU node exited with {worker.returncode}; {len(running)} still running.")
                 if not announced and self.ready(base):
                     announced = True
+                    running.extend(getattr(self, "on_ready", list)())  # the marketplace's demo host node
                     self.stdout.write(
                         self.style.SUCCESS(f"GPU Cloud is ready at {base}/ : every demo model is served.")
                     )
