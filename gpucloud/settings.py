@@ -324,3 +324,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.channels.server": {"level": "WARNING"}},
 }
+
+# --- Load: many streams on one web process ---------------------------------------------------
+# Threads a web process runs its requests' synchronous work on (authentication, admission,
+# settling; each holds at most one database connection). Requests share them, so thousands of
+# open streams do not each keep a thread.
+WEB_SYNC_THREADS = envint("WEB_SYNC_THREADS", 8)
