@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from deployments import placement
 from deployments.models import JoinToken, Replica, Trust, WorkerNode
-from deployments.presence import worker_gone, worker_seen
+from deployments.presence import worker_gone
 from gpucloud.credentials import matches, new_credential, split_credential
 from nodeprotocol import version_refusal
 
@@ -222,7 +222,7 @@ def node_heartbeat(node_id: int, message: dict) -> tuple[list[dict], dict[str, i
     )
     changed = _record_replica_states(node, telemetry["replicas"]) or node.status != status
     try:
-        worker_seen(node.name)
+        # (Its presence in Redis is kept by its session's dispatcher, from the event loop.)
         placement.reconcile() if changed else placement.reconcile_soon()
     except RedisError as error:
         # Redis is down: the heartbeat is on record in the database (so the node stays online and

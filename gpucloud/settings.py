@@ -330,3 +330,8 @@ LOGGING = {
 # settling; each holds at most one database connection). Requests share them, so thousands of
 # open streams do not each keep a thread.
 WEB_SYNC_THREADS = envint("WEB_SYNC_THREADS", 8)
+# How long an attempt's lease outlives its last renewal. The web process holding a node's socket
+# renews its jobs' leases every second while the node is heard from, and drops them the moment it
+# has been silent for WORKER_OFFLINE_AFTER; this only bounds the wait when that process dies, and
+# is long enough that an event loop busy under load never lets a live node's leases lapse.
+INFERENCE_LEASE_SECONDS = envfloat("INFERENCE_LEASE_SECONDS", 10.0)
