@@ -217,21 +217,27 @@ def node_heartbeat(node_id: int, message: dict) -> tuple[list[dict], dict[str, i
         raise Refused("This node's credential has been revoked by an operator.")
     telemetry = clean_heartbeat(message)
     status = WorkerNode.Status.DRAINING if telemetry["draining"] else WorkerNode.Status.ONLINE
-    WorkerNode.objects.filter(pk=node_id).update(
-        status=status, last_heartbeat_at=timezone.now(), telemetry=telemetry, slots=telemetry["slots"]
-    )
+    now = timezone.now()
     changed = _record_replica_states(node, telemetry["replicas"]) or node.status != status
+    if node.status != status:  # placement must see the new status (a node back online, draining)
+        WorkerNode.objects.filter(pk=node_id).update(status=status, last_heartbeat_at=now, slots=telemetry["slots"])
     try:
         # (Its presence in Redis is kept by its session's dispatcher, from the event loop.)
         placement.reconcile() if changed else placement.reconcile_soon()
     except RedisError as error:
         # Redis is down: the heartbeat is on record in the database (so the node stays online and
         # keeps its replicas), and placement runs again with the next heartbeat after Redis is back.
-        logger.warning("Heartbeat of %s recorded without presence or placement: %s", node.name, error)
+        logger.warning("Heartbeat of %s recorded without placement: %s", node.name, error)
     assignment = node_assignment(node)
     serving = serving_queues(assignment, telemetry["replicas"]) if status == WorkerNode.Status.ONLINE else {}
-    # The queues the platform pulls for this node, as the fleet pages show them.
-    WorkerNode.objects.filter(pk=node_id).update(telemetry={**telemetry, "queues": sorted(serving)})
+    # One write in the steady state: the heartbeat, with the queues the platform pulls for this node
+    # (as the fleet pages show them). Under load every write waits for the database's write lock.
+    WorkerNode.objects.filter(pk=node_id).update(
+        status=status,
+        last_heartbeat_at=now,
+        telemetry={**telemetry, "queues": sorted(serving)},
+        slots=telemetry["slots"],
+    )
     return assignment, serving
 
 
