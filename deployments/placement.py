@@ -156,6 +156,14 @@ def _reconcile_locked() -> None:
     if heartbeats_interrupted():
         keep = {n.pk for n in nodes if n.credential_revoked_at is None and n.status == WorkerNode.Status.ONLINE}
     lost = [r.pk for r in replicas if r.node_id not in eligible and r.node_id not in keep]
+    for gone in {r.node for r in replicas if r.pk in lost}:
+        logger.warning(
+            "Node %s (%s, last heartbeat on record %s, %s) loses its replicas",
+            gone.name,
+            gone.status,
+            gone.last_heartbeat_at,
+            "heard lately by its socket" if gone.name in present else "not heard lately by its socket",
+        )
     if lost:
         Replica.objects.filter(pk__in=lost).delete()
         replicas = [r for r in replicas if r.pk not in lost]
