@@ -217,10 +217,18 @@ def node_heartbeat(node_id: int, message: dict) -> tuple[list[dict], dict[str, i
         raise Refused("This node's credential has been revoked by an operator.")
     telemetry = clean_heartbeat(message)
     status = WorkerNode.Status.DRAINING if telemetry["draining"] else WorkerNode.Status.ONLINE
-    now = timezone.now()
+    # One write in the steady state, before placement runs (which must see the node fresh): the
+    # heartbeat, with the queues the platform pulls for the node as they were (as the fleet pages
+    # show them), written again only if placement changed them. Under load every write waits for
+    # the database's write lock.
+    queues = node.telemetry.get("queues", []) if isinstance(node.telemetry, dict) else []
+    WorkerNode.objects.filter(pk=node_id).update(
+        status=status,
+        last_heartbeat_at=timezone.now(),
+        telemetry={**telemetry, "queues": queues},
+        slots=telemetry["slots"],
+    )
     changed = _record_replica_states(node, telemetry["replicas"]) or node.status != status
-    if node.status != status:  # placement must see the new status (a node back online, draining)
-        WorkerNode.objects.filter(pk=node_id).update(status=status, last_heartbeat_at=now, slots=telemetry["slots"])
     try:
         # (Its presence in Redis is kept by its session's dispatcher, from the event loop.)
         placement.reconcile() if changed else placement.reconcile_soon()
@@ -230,14 +238,8 @@ def node_heartbeat(node_id: int, message: dict) -> tuple[list[dict], dict[str, i
         logger.warning("Heartbeat of %s recorded without placement: %s", node.name, error)
     assignment = node_assignment(node)
     serving = serving_queues(assignment, telemetry["replicas"]) if status == WorkerNode.Status.ONLINE else {}
-    # One write in the steady state: the heartbeat, with the queues the platform pulls for this node
-    # (as the fleet pages show them). Under load every write waits for the database's write lock.
-    WorkerNode.objects.filter(pk=node_id).update(
-        status=status,
-        last_heartbeat_at=now,
-        telemetry={**telemetry, "queues": sorted(serving)},
-        slots=telemetry["slots"],
-    )
+    if sorted(serving) != queues:
+        WorkerNode.objects.filter(pk=node_id).update(telemetry={**telemetry, "queues": sorted(serving)})
     return assignment, serving
 
 
