@@ -328,8 +328,8 @@ LOGGING = {
 # --- Load: many streams on one web process ---------------------------------------------------
 # Threads a web process runs its requests' synchronous work on (authentication, admission,
 # settling; each holds at most one database connection). Requests share them, so thousands of
-# open streams do not each keep a thread.
-WEB_SYNC_THREADS = envint("WEB_SYNC_THREADS", 8)
+# open streams do not each keep a thread; fewer make requests wait their turn under a burst.
+WEB_SYNC_THREADS = envint("WEB_SYNC_THREADS", 64)
 # How long an attempt's lease outlives its last renewal. The web process holding a node's socket
 # renews its jobs' leases every second while the node is heard from, and drops them the moment it
 # has been silent for WORKER_OFFLINE_AFTER; this only bounds the wait when that process dies, and
