@@ -7,7 +7,9 @@ keeps every one open at once: the model is a slow one made for the run (``--mode
 parameters: about 2 tokens/s on the simulated A100), and each request's seed is picked so its reply
 runs to ``--max-tokens`` (~35 s). It reports how many streams completed (``[DONE]``, no error
 event, a usage chunk), the errors by kind, the most streams open at once, the peak resident memory
-(VmHWM/VmRSS) and CPU time of the Daphne process, the usage records written, and the duration.
+(VmHWM/VmRSS), threads and CPU time of the Daphne process, the usage records written, and the
+duration. It passes (exit 0, "OK") with every stream complete, no error and peak RSS at most
+``--max-rss-mb`` (400). Run it on a quiet machine: it needs both cores for minutes.
 
     .venv/bin/python bench/streams.py                      # 2,000 streams, 4 nodes x 520 slots
     .venv/bin/python bench/streams.py --streams 300 --nodes 1
