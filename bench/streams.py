@@ -7,7 +7,9 @@ keeps every one open at once: the model is a slow one made for the run (``--mode
 parameters: about 2 tokens/s on the simulated A100), and each request's seed is picked so its reply
 runs to ``--max-tokens`` (~35 s). It reports how many streams completed (``[DONE]``, no error
 event, a usage chunk), the errors by kind, the most streams open at once, the peak resident memory
-(VmHWM/VmRSS) and CPU time of the Daphne process, the usage records written, and the duration.
+(VmHWM/VmRSS), threads and CPU time of the Daphne process, the usage records written, and the
+duration. It passes (exit 0, "OK") with every stream complete, no error and peak RSS at most
+``--max-rss-mb`` (400). Run it on a quiet machine: it needs both cores for minutes.
 
     .venv/bin/python bench/streams.py                      # 2,000 streams, 4 nodes x 520 slots
     .venv/bin/python bench/streams.py --streams 300 --nodes 1
@@ -153,6 +155,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.peak_rss_kb = self.hwm_kb = self.start_rss_kb = 0
+        self.peak_threads = 0
         self.cpu_seconds = 0.0
         self.stopped = threading.Event()
 
@@ -167,6 +170,7 @@ class Sampler(threading.Thread):
         self.start_rss_kb = self.start_rss_kb or rss
         self.peak_rss_kb = max(self.peak_rss_kb, rss)
         self.hwm_kb = int(fields["VmHWM"].split()[0])
+        self.peak_threads = max(self.peak_threads, int(fields["Threads"]))
         self.cpu_seconds = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
 
     def run(self) -> None:
@@ -217,6 +221,7 @@ def tenants(count: int) -> list[str]:
     in flight (ACCOUNT_MAX_IN_FLIGHT), so thousands of streams come from many tenants, as they would."""
     from django.contrib.auth import get_user_model
 
+    from accounts.models import ApiKey
     from accounts.services import api_key_create
     from billing import services
 
@@ -224,7 +229,7 @@ def tenants(count: int) -> list[str]:
     for i in range(count):
         user, _ = get_user_model().objects.get_or_create(username=f"streams-tenant-{i}")
         services.credit_grant(user=user, amount=Decimal("1000"))
-        keys.append(api_key_create(user=user, name=f"streams-{i}", rpm=1_000_000, granted_by_staff=True)[1])
+        keys.append(api_key_create(user=user, name=f"streams-{i}", rpm=ApiKey.RPM_MAX, granted_by_staff=True)[1])
     return keys
 
 
@@ -278,6 +283,7 @@ def report(options, results: list[dict], start_at: float, sampler: Sampler, usag
         print(f"stream open        median {durations[mid]:.1f}s, max {durations[-1]:.1f}s")
         print(f"time to headers    median {waits[mid]:.2f}s, max {waits[-1]:.2f}s")
     print(f"web RSS            start {sampler.start_rss_kb / 1024:.0f} MB, peak {rss_mb:.0f} MB")
+    print(f"web threads        peak {sampler.peak_threads}")
     print(f"web CPU            {sampler.cpu_seconds:.0f}s")
     print(f"usage records      {dict(usage)}")
     return len(completed) == len(results) and not errors and rss_mb <= options.max_rss_mb
@@ -329,8 +335,8 @@ def main() -> int:
             instant=False,
             models=[MODEL],
             label="streams",
-            # Fewer malloc arenas: a web process runs a thread per request in flight (Django's
-            # thread-sensitive context), and 16 arenas of freed SQLite caches are 100+ MB of RSS.
+            # Fewer malloc arenas: each of the web process's threads (WEB_SYNC_THREADS, the loop's
+            # executor) may get one, and arenas of freed SQLite caches are tens of MB of RSS.
             env={"INFERENCE_QUEUE_TIMEOUT": "60", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")},
         )
         with platform:

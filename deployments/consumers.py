@@ -133,16 +133,18 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
             return
         kind = content.get("type")
         if kind == HEARTBEAT:
-            # The node is alive: its jobs' leases are renewed at once. The heartbeat's database work
-            # runs beside the node's output (one at a time, the latest heartbeat next), never in
-            # front of it: a database slow under load must not stall every stream of the node.
-            await self._renew_leases()
+            # The node is alive: its dispatcher keeps its presence and its jobs' leases from the event
+            # loop. The heartbeat's database work runs beside the node's output (one at a time, the
+            # latest heartbeat next), never in front of it: a database slow under load must neither
+            # stall every stream of the node nor make the node look silent.
+            self.dispatcher.heard()
             self._next_beat = content
             if self._beating is None or self._beating.done():
                 self._beating = asyncio.create_task(self._record_heartbeats())
         elif isinstance(kind, str) and kind.startswith("job."):
             await self.dispatcher.receive(content)
         elif kind == LEAVING:
+            self.dispatcher.heard()
             self.leaving = True
 
     async def dispatch(self, message):
@@ -154,12 +156,6 @@ class WorkerConsumer(AsyncJsonWebsocketConsumer):
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
-
-    async def _renew_leases(self) -> None:
-        try:
-            await self.dispatcher.renew_leases()
-        except RedisError as error:
-            logger.warning("Could not renew the leases of %s's jobs: %s", self.node_name, error)
 
     async def _record_heartbeats(self) -> None:
         while self._next_beat is not None:

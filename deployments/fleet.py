@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from deployments import placement, reliability
 from deployments.models import JoinToken, Replica, Trust, WorkerNode
-from deployments.presence import worker_gone, worker_seen
+from deployments.presence import worker_gone
 from gpucloud.credentials import matches, new_credential, split_credential
 from nodeprotocol import version_refusal
 
@@ -251,24 +251,29 @@ def node_heartbeat(node_id: int, message: dict) -> tuple[list[dict], dict[str, i
         raise Refused("This node's credential has been revoked by an operator.")
     telemetry = clean_heartbeat(message)
     status = WorkerNode.Status.DRAINING if telemetry["draining"] else WorkerNode.Status.ONLINE
+    # One write in the steady state, before placement runs (which must see the node fresh): the
+    # heartbeat, with the queues the platform pulls for the node as they were (as the fleet pages
+    # show them), written again only if placement changed them. Under load every write waits for
+    # the database's write lock.
     now = timezone.now()
+    queues = node.telemetry.get("queues", []) if isinstance(node.telemetry, dict) else []
     WorkerNode.objects.filter(pk=node_id).update(
-        status=status, last_heartbeat_at=now, telemetry=telemetry, slots=telemetry["slots"]
+        status=status, last_heartbeat_at=now, telemetry={**telemetry, "queues": queues}, slots=telemetry["slots"]
     )
     changed = _record_replica_states(node, telemetry["replicas"]) or node.status != status
     try:
-        worker_seen(node.name)
+        # (Its presence in Redis is kept by its session's dispatcher, from the event loop.)
         # Uptime history for its reliability: a Redis counter, added to the database in batches.
         reliability.record(node.name, {reliability.ONLINE: reliability.online_seconds(node.last_heartbeat_at, now)})
         placement.reconcile() if changed else placement.reconcile_soon()
     except RedisError as error:
         # Redis is down: the heartbeat is on record in the database (so the node stays online and
         # keeps its replicas), and placement runs again with the next heartbeat after Redis is back.
-        logger.warning("Heartbeat of %s recorded without presence or placement: %s", node.name, error)
+        logger.warning("Heartbeat of %s recorded without placement: %s", node.name, error)
     assignment = node_assignment(node)
     serving = serving_queues(assignment, telemetry["replicas"]) if status == WorkerNode.Status.ONLINE else {}
-    # The queues the platform pulls for this node, as the fleet pages show them.
-    WorkerNode.objects.filter(pk=node_id).update(telemetry={**telemetry, "queues": sorted(serving)})
+    if sorted(serving) != queues:
+        WorkerNode.objects.filter(pk=node_id).update(telemetry={**telemetry, "queues": sorted(serving)})
     return assignment, serving
 
 

@@ -29,9 +29,10 @@ import logging
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from redis.exceptions import RedisError
 
 from deployments.models import Deployment, Engine, Replica, WorkerNode
-from deployments.presence import heartbeats_interrupted
+from deployments.presence import heartbeats_interrupted, live_workers
 from deployments.reliability import reliable
 from gpucloud.redis_client import get_redis
 
@@ -96,8 +97,20 @@ class NodeCapacity:
         return None
 
 
-def _eligible(node: WorkerNode) -> bool:
-    return node.credential_revoked_at is None and node.effective_status == WorkerNode.Status.ONLINE
+def _eligible(node: WorkerNode, present: set[str]) -> bool:
+    """Online, not revoked, and alive: heard from lately by the web process holding its socket
+    (``present``, kept from the event loop), or by its last heartbeat on record, whichever is
+    fresher. Under load a heartbeat's database write lags; the node is no less alive for it."""
+    if node.credential_revoked_at is not None or node.status != WorkerNode.Status.ONLINE:
+        return False
+    return node.name in present or node.effective_status == WorkerNode.Status.ONLINE
+
+
+def _present() -> set[str]:
+    try:
+        return set(live_workers())
+    except RedisError:  # (reconcile takes a Redis lock first, so this is a moment's outage)
+        return set()
 
 
 def _choose(deployment: Deployment, need_gb: float, capacities: list[NodeCapacity]):
@@ -141,7 +154,8 @@ def _status(deployment: Deployment, replicas: list[Replica], unplaced_reason: st
 
 def _reconcile_locked() -> None:
     nodes = list(WorkerNode.objects.exclude(status=WorkerNode.Status.LEFT))
-    eligible = {node.pk: node for node in nodes if _eligible(node)}
+    present = _present()
+    eligible = {node.pk: node for node in nodes if _eligible(node, present)}
     replicas = list(Replica.objects.select_related("node", "deployment"))
 
     # Replicas on nodes that cannot serve them any more are placed again. While heartbeats could
@@ -151,6 +165,14 @@ def _reconcile_locked() -> None:
     if heartbeats_interrupted():
         keep = {n.pk for n in nodes if n.credential_revoked_at is None and n.status == WorkerNode.Status.ONLINE}
     lost = [r.pk for r in replicas if r.node_id not in eligible and r.node_id not in keep]
+    for gone in {r.node for r in replicas if r.pk in lost}:
+        logger.warning(
+            "Node %s (%s, last heartbeat on record %s, %s) loses its replicas",
+            gone.name,
+            gone.status,
+            gone.last_heartbeat_at,
+            "heard lately by its socket" if gone.name in present else "not heard lately by its socket",
+        )
     if lost:
         Replica.objects.filter(pk__in=lost).delete()
         replicas = [r for r in replicas if r.pk not in lost]

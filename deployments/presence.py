@@ -1,7 +1,10 @@
-"""Which GPU workers are alive, kept in Redis by the /ws/workers/ consumer on every heartbeat.
+"""Which GPU nodes are alive, kept in Redis by the web process that holds each node's socket.
 
-A sorted set maps node names to their last heartbeat time, so "which nodes are alive?" (asked by
-/health) is one Redis call.
+A sorted set maps node names to when they were last heard from, so "which nodes are alive?"
+(asked by /health and by placement) is one Redis call. The dispatcher of a node's session
+(:class:`inference.dispatcher.NodeDispatcher`) writes it every second from the event loop, beside
+its jobs' leases, while the node is heard from, and removes it the moment the node falls silent:
+a node's liveness never waits on its heartbeat's database write, which lags under load.
 """
 
 from __future__ import annotations
@@ -10,13 +13,23 @@ import time
 
 from django.conf import settings
 
-from gpucloud.redis_client import get_redis
+from gpucloud.redis_client import get_async_redis, get_redis
 
 WORKERS_KEY = "gpucloud:workers"
 
 
 def worker_seen(name: str) -> None:
     get_redis().zadd(WORKERS_KEY, {name: time.time()})
+
+
+def worker_seen_queue(pipe, name: str, at: float) -> None:
+    """Queue on a (Redis asyncio) pipeline: the node was heard from at ``at`` (a Unix time)."""
+    pipe.zadd(WORKERS_KEY, {name: at})
+
+
+async def worker_silent(name: str) -> None:
+    """The node's socket is open but it said nothing for ``WORKER_OFFLINE_AFTER``: not alive."""
+    await get_async_redis().zrem(WORKERS_KEY, name)
 
 
 def worker_gone(name: str) -> None:

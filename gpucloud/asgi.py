@@ -12,6 +12,11 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from deployments.routing import websocket_urlpatterns  # noqa: E402
+from gpucloud.request_threads import PooledASGIHandler  # noqa: E402
+
+# Load (many streams): a request's synchronous work runs on a bounded set of threads, not a thread
+# of its own per request in flight.
+django_asgi_app = PooledASGIHandler()
 
 # Daphne serves no files itself; SERVE_STATIC=false leaves them to a front proxy.
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app

@@ -447,3 +447,14 @@ PAYOUT_MINIMUM_USD = os.environ.get("PAYOUT_MINIMUM_USD") or "10.00"
 VERIFY_SAMPLE_RATE = envfloat("VERIFY_SAMPLE_RATE", 0.05)
 # Mismatches (strikes) after which a community node is suspended.
 VERIFY_STRIKES_TO_SUSPEND = envint("VERIFY_STRIKES_TO_SUSPEND", 3)
+
+# --- Load: many streams on one web process ---------------------------------------------------
+# Threads a web process runs its requests' synchronous work on (authentication, admission,
+# settling; each holds at most one database connection). Requests share them, so thousands of
+# open streams do not each keep a thread; fewer make requests wait their turn under a burst.
+WEB_SYNC_THREADS = envint("WEB_SYNC_THREADS", 64)
+# How long an attempt's lease outlives its last renewal. The web process holding a node's socket
+# renews its jobs' leases every second while the node is heard from, and drops them the moment it
+# has been silent for WORKER_OFFLINE_AFTER; this only bounds the wait when that process dies, and
+# is long enough that an event loop busy under load never lets a live node's leases lapse.
+INFERENCE_LEASE_SECONDS = envfloat("INFERENCE_LEASE_SECONDS", 10.0)

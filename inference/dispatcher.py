@@ -27,7 +27,8 @@ from channels.exceptions import ChannelFull
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from deployments import reliability
+from deployments import presence, reliability
+from gpucloud.redis_client import get_async_redis
 from inference import jobqueue, journal, replies
 from nodeprotocol import (
     CANCEL,
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 POP_TIMEOUT_SECONDS = 1
 LEASE_RENEW_SECONDS = 1.0
+# A keeper's tick this late shows a busy event loop: the node's silence is not judged on it.
+LATE_SECONDS = 0.5
 STRAY_LOG_SECONDS = 60.0
 KEYS_FRESH_SECONDS = 0.5
 # How long a relay waits, step by step, for room in a web process's reply channels (~30 s in all).
@@ -184,7 +187,6 @@ class NodeDispatcher:
         # Jobs popped and being handed over (each in a task of its own: a hand-over takes several
         # Redis round trips, which must not hold up the next pop); they take slots meanwhile.
         self._handing = 0
-        self._renewed_at = 0.0
         self._stray, self._stray_logged_at = 0, -STRAY_LOG_SECONDS
         self._handoffs: set[asyncio.Task] = set()
         self._capacity = asyncio.Event()
@@ -197,12 +199,18 @@ class NodeDispatcher:
         self._keys_at = 0.0
         # Jobs served and failed since the last heartbeat: the node's reliability history.
         self._activity: dict[str, int] = {}
+        self._keeper: asyncio.Task | None = None
+        self._heard_at, self._heard_wall = time.monotonic(), time.time()
+        self._receiving = 0  # node messages being relayed right now
+        self._silent = False
+        self._wake = asyncio.Event()
 
     # --- what the consumer tells it ----------------------------------------------------------
 
     def start(self) -> None:
         self._redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
         self._puller = asyncio.create_task(self._pull(), name=f"dispatch-{self.node_name}")
+        self._keeper = asyncio.create_task(self._keep(), name=f"keep-{self.node_name}")
 
     def update(self, *, slots: int, draining: bool, serving: dict[str, int]) -> None:
         """The node's state after a heartbeat: its slots, whether it drains, the queues it serves."""
@@ -226,12 +234,60 @@ class NodeDispatcher:
         except RedisError as error:
             logger.warning("Could not count the jobs of %s: %s", self.node_name, error)
 
-    async def renew_leases(self) -> None:
-        """On each heartbeat: renew the node's jobs' leases, and stop the jobs whose views died."""
-        leases = {job.queued.request_id: job.queued.attempt for job in self.jobs.values()}
-        await replies.leases_renew(leases)
-        if self._activity:
-            await self._record_activity()
+    def heard(self) -> None:
+        """The node said something (a heartbeat, output): it is alive."""
+        self._heard_at = time.monotonic()
+        self._heard_wall = time.time()
+        if self._silent:  # back from silence: present again at once, not at the next tick
+            self._wake.set()
+
+    async def _keep(self) -> None:
+        """Every LEASE_RENEW_SECONDS: while the node is heard from, renew its presence and its
+        jobs' leases in one round trip, and stop the jobs whose views died; once it has been
+        silent for WORKER_OFFLINE_AFTER, drop both, so that its jobs go elsewhere at once.
+
+        Silence is judged only on a tick that came on time and while no message of the node is
+        being relayed: a loop busy under load (or a relay held up by backpressure) is late to read
+        the node, which says nothing about the node."""
+        due = time.monotonic()
+        while not self._closing:
+            now = time.monotonic()
+            on_time = now - due < LATE_SECONDS
+            due = now + LEASE_RENEW_SECONDS
+            silent = on_time and not self._receiving and now - self._heard_at > settings.WORKER_OFFLINE_AFTER
+            try:
+                if silent:
+                    if not self._silent:
+                        self._silent = True
+                        logger.warning("Node %s fell silent; its jobs go elsewhere", self.node_name)
+                        await replies.leases_drop(self._leases())
+                        await presence.worker_silent(self.node_name)
+                else:
+                    self._silent = False
+                    await self.renew(heard_at=self._heard_wall if on_time and not self._receiving else time.time())
+                    await self._stop_orphans()
+                if self._activity:  # jobs served and failed: the node's reliability history
+                    await self._record_activity()
+            except (RedisError, OSError) as error:
+                logger.warning("Could not renew the presence and leases of %s: %s", self.node_name, error)
+            except Exception:
+                logger.exception("The keeper of %s failed; it carries on", self.node_name)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, due - time.monotonic()))
+            self._wake.clear()
+
+    def _leases(self) -> dict[str, int]:
+        return {job.queued.request_id: job.queued.attempt for job in self.jobs.values()}
+
+    async def renew(self, *, heard_at: float) -> None:
+        """The node's presence (heard from at ``heard_at``) and its jobs' leases: one round trip."""
+        pipe = get_async_redis().pipeline(transaction=False)
+        presence.worker_seen_queue(pipe, self.node_name, heard_at)
+        replies.leases_renew_queue(pipe, self._leases())
+        await pipe.execute()
+
+    async def _stop_orphans(self) -> None:
+        """Stop the jobs whose views' web process died, and settle them with what they relayed."""
         views = {journal.process_of(job.queued.reply_channel) for job in self.jobs.values()}
         for process in await journal.dead(views):
             for job in [j for j in self.jobs.values() if journal.process_of(j.queued.reply_channel) == process]:
@@ -240,24 +296,14 @@ class NodeDispatcher:
                     process, job.queued.request_id, completion_tokens=job.relayed_tokens, worker=self.node_name
                 )
 
-    async def _renew_on_output(self) -> None:
-        """Output from the node shows it alive as well as its heartbeat does: renew its jobs' leases
-        (at most every LEASE_RENEW_SECONDS). Under load the heartbeat waits in line behind the
-        output this process has yet to read, and must not let the leases lapse meanwhile."""
-        now = time.monotonic()
-        if now - self._renewed_at < LEASE_RENEW_SECONDS:
-            return
-        self._renewed_at = now
-        leases = {job.queued.request_id: job.queued.attempt for job in self.jobs.values()}
-        with contextlib.suppress(RedisError):
-            await replies.leases_renew(leases)
-
     async def close(self) -> None:
         """The socket closed: stop taking work, and tell the views of unfinished jobs they are lost."""
         self._closing = True
         self._capacity.set()
         if self._activity:
             await self._record_activity()
+        if self._keeper is not None:
+            self._keeper.cancel()
         for job in list(self.jobs.values()):
             try:
                 await self._finish(job, {"type": replies.LOST, "node": self.node_name})
@@ -377,8 +423,16 @@ class NodeDispatcher:
 
     async def receive(self, message: dict) -> None:
         """A ``job.*`` message from the node: checked against its job, then relayed to the view."""
+        self.heard()
+        self._receiving += 1
+        try:
+            await self._receive(message)
+        finally:
+            self._receiving -= 1
+            self.heard()
+
+    async def _receive(self, message: dict) -> None:
         job = self.jobs.get(message.get("job")) if isinstance(message.get("job"), str) else None
-        await self._renew_on_output()
         if job is None:
             # Output of a job cancelled a moment ago is normal (the node stops when the cancel
             # reaches it): logged once a minute at most, since under load it comes in thousands.

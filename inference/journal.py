@@ -8,10 +8,9 @@ request's job can tell whether the view waiting for it is still there.
 
 When a view's process dies:
 
-* the dispatcher running its job (in any surviving process) notices at the node's next heartbeat
-  (:meth:`inference.dispatcher.NodeDispatcher.renew_leases`), stops the job on its node and
-  settles the request with the tokens it had relayed (:func:`settle_orphan`), status 499
-  ``web_process_lost``;
+* the dispatcher running its job (in any surviving process) notices within a second (the keeper of
+  :class:`inference.dispatcher.NodeDispatcher`), stops the job on its node and settles the request
+  with the tokens it had relayed (:func:`settle_orphan`), status 499 ``web_process_lost``;
 * requests that had no job running are settled at recovery by any surviving process's keeper
   (:func:`reap`), with what they had (nothing generated).
 

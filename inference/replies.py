@@ -13,8 +13,10 @@ the web process holding that node's socket) sends to it, in order:
 
 Every message carries the ``attempt`` it belongs to. Redis keeps, per request, its current
 attempt (0: cancelled), so a job popped after it was dispatched again, or after the client went
-away, is dropped; and a *lease* that the dispatcher renews on each heartbeat of the node running
-the attempt: a lease that lapses (a frozen node, a dead web process) tells the view the job is lost.
+away, is dropped; and a *lease* that the dispatcher of the node running the attempt renews
+every second, all of the node's leases in one round trip, while the node is heard from: a lease
+that lapses (a dead web process) or is dropped (a node silent for ``WORKER_OFFLINE_AFTER``) tells
+the view the job is lost.
 """
 
 from __future__ import annotations
@@ -56,14 +58,39 @@ async def attempt_is_current(request_id: str, attempt: int) -> bool:
     return current is not None and int(current) == attempt
 
 
+def lease_ms() -> int:
+    """How long an attempt's lease outlives its last renewal (``INFERENCE_LEASE_SECONDS``)."""
+    return round(settings.INFERENCE_LEASE_SECONDS * 1000)
+
+
+def leases_renew_queue(pipe, leases: dict[str, int]) -> None:
+    """Queue, on a pipeline, the renewal of the leases of the attempts a node is running
+    (``{request_id: attempt}``): one script for all of them, and only attempts still current, so a
+    node that wakes up after its jobs went elsewhere cannot take their leases back."""
+    if not leases:
+        return
+    keys, attempts = [], []
+    for request_id, attempt in leases.items():
+        keys += [_state_key(request_id), _lease_key(request_id)]
+        attempts.append(attempt)
+    pipe.eval(_RENEW, len(keys), *keys, lease_ms(), *attempts)
+
+
 async def leases_renew(leases: dict[str, int]) -> None:
-    """Renew the leases of the attempts a node is running: ``{request_id: attempt}``."""
+    """Renew the leases of the attempts a node is running, in one round trip."""
     if not leases:
         return
     pipe = get_async_redis().pipeline(transaction=False)
-    for request_id, attempt in leases.items():
-        pipe.set(_lease_key(request_id), attempt, px=round(settings.WORKER_OFFLINE_AFTER * 1000))
+    leases_renew_queue(pipe, leases)
     await pipe.execute()
+
+
+async def leases_drop(leases: dict[str, int]) -> None:
+    """The node running these attempts fell silent: their leases lapse now, so their views
+    dispatch them again at once (only attempts whose lease they still are)."""
+    if leases:
+        keys = [_lease_key(request_id) for request_id in leases]
+        await get_async_redis().eval(_DROP, len(keys), *keys, *leases.values())
 
 
 # After its job ends, an attempt's lease is kept a little longer: the job's last message may still
@@ -80,8 +107,7 @@ async def attempt_claim(request_id: str, attempt: int) -> bool:
     """For a dispatcher handing an attempt to a node: if it is still current, take its lease (one
     round trip); False when it was cancelled or dispatched again."""
     keys = [_state_key(request_id), _lease_key(request_id)]
-    ttl = round(settings.WORKER_OFFLINE_AFTER * 1000)
-    return bool(await get_async_redis().eval(_CLAIM, 2, *keys, attempt, ttl))
+    return bool(await get_async_redis().eval(_CLAIM, 2, *keys, attempt, lease_ms()))
 
 
 async def lease_held(request_id: str, attempt: int) -> bool:
@@ -98,4 +124,22 @@ return 1
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
+"""
+
+# KEYS: state and lease key of each attempt, in pairs; ARGV: the lease's time to live, then the attempts.
+_RENEW = """
+for i = 1, #KEYS / 2 do
+  local attempt = ARGV[i + 1]
+  if redis.call('GET', KEYS[2 * i - 1]) == attempt then
+    redis.call('SET', KEYS[2 * i], attempt, 'PX', ARGV[1])
+  end
+end
+return 1
+"""
+
+_DROP = """
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[i] then redis.call('DEL', KEYS[i]) end
+end
+return 1
 """

@@ -113,6 +113,26 @@ def test_a_silent_node_counts_as_offline(model, settings):
     assert Deployment.objects.get(pk=deployment.pk).status == "scheduling"
 
 
+def test_a_node_heard_by_its_socket_keeps_its_replicas_while_its_heartbeats_database_writes_lag(model, settings):
+    """Under load a heartbeat's database write waits its turn; the web process holding the node's
+    socket heard it (its presence in Redis), so it is alive: nothing moves."""
+    from deployments.presence import worker_gone, worker_seen
+
+    busy = node(80, name="busy-under-load")
+    deployment = deployment_create(name="d", model=model)
+    WorkerNode.objects.filter(pk=busy.pk).update(
+        last_heartbeat_at=timezone.now() - timezone.timedelta(seconds=settings.WORKER_OFFLINE_AFTER + 5)
+    )
+    worker_seen(busy.name)
+    try:
+        placement.reconcile()
+        assert placed(deployment) == [("busy-under-load", [0])]
+    finally:
+        worker_gone(busy.name)
+    placement.reconcile()  # neither heard nor on record: gone
+    assert placed(deployment) == []
+
+
 def test_silence_while_heartbeats_could_not_be_recorded_unplaces_nothing(model, settings):
     """After a database outage every node looks silent until its next heartbeat: keep their replicas."""
     from deployments.presence import INTERRUPTED_KEY, heartbeats_interrupt

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from conftest import long_seeds
@@ -86,6 +89,23 @@ async def _many(url: str, keys: list[str], seeds: list[int]) -> list[dict]:
         )
 
 
+def _threads_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+class _ThreadCount(threading.Thread):
+    """The most threads a process ran while it was sampled."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.most, self.stopped = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.1):
+            self.most = max(self.most, _threads_of(self.pid))
+
+
 def test_hundreds_of_concurrent_streams_all_complete(fleet, make_key):
     fleet.start_worker("many", "--slots=400")
     fleet.wait_serving("many")
@@ -93,12 +113,19 @@ def test_hundreds_of_concurrent_streams_all_complete(fleet, make_key):
     keys = [make_key(user, name="many streams", rpm=600)[1] for user in users]
     seeds = long_seeds(MODEL, MESSAGES, 20, min_tokens=MAX_TOKENS + 5)
 
+    threads = _ThreadCount(fleet.daphne.pid)
+    threads.start()
     outcomes = asyncio.run(_many(fleet.url, keys, seeds))
+    threads.stopped.set()
 
     failed = [o for o in outcomes if o["status"] != 200 or not o["done"] or o["errors"] or not o["usage"]]
     assert not failed, f"{len(failed)} of {STREAMS} streams failed, e.g. {failed[:3]}"
     assert all(o["usage"]["completion_tokens"] == MAX_TOKENS for o in outcomes)
     assert _most_open(outcomes) >= STREAMS // 2  # they were open together, not one after another
+    # No thread per stream (gpucloud.request_threads): the request threads, the loop's default
+    # executor and a few of Daphne's own, whatever the number of streams.
+    most = settings.WEB_SYNC_THREADS + 20
+    assert threads.most <= most, f"the web process ran {threads.most} threads for {STREAMS} streams"
     records = UsageRecord.objects.filter(request_id__in=[o["request_id"] for o in outcomes])
     assert records.count() == STREAMS
     assert set(records.values_list("status_code", flat=True)) == {200}

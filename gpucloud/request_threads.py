@@ -1,0 +1,84 @@
+"""A bounded set of threads for the synchronous (database) work of HTTP requests.
+
+Django's ASGI handler gives every request a thread of its own for its thread-sensitive calls
+(``sync_to_async``: authentication, admission, settling) and keeps it until the response ends.
+A stream is open for minutes, so a web process with 2,000 streams open ran 2,000 idle threads:
+their stacks, thread states and database connection wrappers were most of its memory.
+
+:class:`PooledASGIHandler` gives each request one of ``WEB_SYNC_THREADS`` single-thread executors
+instead, for its whole life, as Django's contract asks (one request's synchronous calls run on one
+thread, one at a time). Requests share those threads, so a thread's database connection serves
+the requests that take turns on it (``CONN_MAX_AGE`` applies as before; a transaction never spans
+two calls). A request gets the executor with the fewest calls waiting, then the fewest requests.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from asgiref.sync import ThreadSensitiveContext
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+
+
+class _Lane(ThreadPoolExecutor):
+    """One thread; counts the calls waiting or running on it and the requests attached to it."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(max_workers=1, thread_name_prefix=f"request-sync-{index}")
+        self.pending = 0
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        with self._lock:
+            self.pending += 1
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _future: Future) -> None:
+        with self._lock:
+            self.pending -= 1
+
+
+class RequestThreads:
+    """The lanes of one web process (created on first use, ``size`` of them)."""
+
+    def __init__(self, size: int) -> None:
+        self.lanes = [_Lane(i) for i in range(max(1, size))]
+
+    def take(self) -> _Lane:
+        lane = min(self.lanes, key=lambda lane: (lane.pending, lane.requests))
+        lane.requests += 1
+        return lane
+
+    @staticmethod
+    def give_back(lane: _Lane) -> None:
+        lane.requests -= 1
+
+
+_threads: RequestThreads | None = None
+
+
+def request_threads() -> RequestThreads:
+    global _threads
+    if _threads is None:
+        _threads = RequestThreads(settings.WEB_SYNC_THREADS)
+    return _threads
+
+
+class PooledASGIHandler(ASGIHandler):
+    """Django's ASGI handler, with a request's thread-sensitive work on a shared, bounded set of threads."""
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        threads = request_threads()
+        lane = threads.take()
+        try:
+            async with ThreadSensitiveContext(executor=lane):
+                await self.handle(scope, receive, send)
+        finally:
+            threads.give_back(lane)
