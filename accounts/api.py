@@ -39,7 +39,7 @@ class ApiKeySerializer(serializers.ModelSerializer):
         model = ApiKey
         fields = [
             "id", "name", "key_prefix", "scopes", "rpm", "priority", "allowed_models", "max_budget", "budget_period",
-            "budget_soft_percent", "tpm", "max_parallel", "spend_this_period", "expires_at", "revoked_at",
+            "budget_soft_percent", "tpm", "max_parallel", "trusted_only", "spend_this_period", "expires_at", "revoked_at",
             "created_at", "last_used_at", "request_count", "state",
         ]  # fmt: skip
         read_only_fields = ["priority", "revoked_at", "created_at", "last_used_at", "request_count"]
@@ -68,6 +68,7 @@ class ApiKeyCreateSerializer(serializers.Serializer):
     max_parallel = serializers.IntegerField(
         min_value=1, max_value=ApiKey.MAX_PARALLEL_MAX, allow_null=True, default=None
     )
+    trusted_only = serializers.BooleanField(default=False)
 
 
 class ApiKeyUpdateSerializer(serializers.Serializer):
@@ -83,6 +84,7 @@ class ApiKeyUpdateSerializer(serializers.Serializer):
     max_parallel = serializers.IntegerField(
         min_value=1, max_value=ApiKey.MAX_PARALLEL_MAX, allow_null=True, required=False
     )
+    trusted_only = serializers.BooleanField(required=False)
 
 
 def _validation_error(error: DjangoValidationError) -> serializers.ValidationError:
@@ -114,6 +116,10 @@ class KeysView(ManagementAPIView):
             )
         if not set(data["scopes"]) <= set(caller.scopes):
             raise invalid_request("A key cannot grant a scope it does not have.", param="scopes")
+        if caller.trusted_only and not data["trusted_only"]:
+            raise invalid_request(
+                "This key runs only on trusted nodes: the keys it creates must too.", param="trusted_only"
+            )
         if caller.allowed_models and (
             not data["allowed_models"] or not set(data["allowed_models"]) <= set(caller.allowed_models)
         ):

@@ -183,7 +183,7 @@ def api_key_loosened(api_key: ApiKey, changes: dict) -> list[str]:
     loosened = []
     merged = {
         name: changes.get(name, getattr(api_key, name))
-        for name in ("rpm", "tpm", "max_parallel", "max_budget", "budget_period", "allowed_models")
+        for name in ("rpm", "tpm", "max_parallel", "max_budget", "budget_period", "allowed_models", "trusted_only")
     }
     for name in ("rpm", "tpm", "max_parallel"):
         if looser(getattr(api_key, name), merged[name]):
@@ -197,6 +197,8 @@ def api_key_loosened(api_key: ApiKey, changes: dict) -> list[str]:
         not merged["allowed_models"] or not set(merged["allowed_models"]) <= set(api_key.allowed_models)
     ):
         loosened.append("allowed_models")
+    if api_key.trusted_only and not merged["trusted_only"]:
+        loosened.append("trusted_only")
     return loosened
 
 

@@ -161,6 +161,21 @@ def test_a_limited_key_may_only_tighten_other_keys(client, user, make_key):
     assert response.status_code == 400
 
 
+def test_a_key_can_be_made_and_kept_trusted_only(client, manager):
+    created = post(client, manager[1], {"name": "careful", "scopes": ["inference", "management"], "trusted_only": True})
+    assert (created.status_code, created.json()["trusted_only"]) == (201, True)
+    careful_id, headers = created.json()["id"], {"Authorization": f"Bearer {created.json()['key']}"}
+
+    # It may not drop its own choice, nor create a key without it; an unlimited key may drop it.
+    loosened = patch(client, headers, careful_id, {"trusted_only": False})
+    untrusted_child = post(client, headers, {"name": "child"})
+
+    assert (loosened.status_code, loosened.json()["error"]["param"]) == (400, "trusted_only")
+    assert (untrusted_child.status_code, untrusted_child.json()["error"]["param"]) == (400, "trusted_only")
+    assert ApiKey.objects.get(pk=careful_id).trusted_only
+    assert patch(client, manager[1], careful_id, {"trusted_only": False}).json()["trusted_only"] is False
+
+
 def test_delete_revokes(client, user, make_key, manager):
     other, _ = make_key(user, name="other")
 
