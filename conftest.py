@@ -525,19 +525,21 @@ def browser():
     # Only while the browser runs: other tests keep Django's check.
     allowed = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        yield chromium
-        chromium.close()
+    try:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+            yield chromium
+            chromium.close()
+            # Django keeps connections per async context, and Playwright's event loop makes one: close
+            # the tests' connections made in it, or PostgreSQL refuses to drop the test database.
+            from django.db import connections
+
+            connections.close_all()
+    finally:
         if allowed is None:
-            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE")
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         else:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = allowed
-        # Django keeps connections per async context, and Playwright's event loop makes one: close the
-        # tests' connections made in it, or PostgreSQL refuses to drop the test database at the end.
-        from django.db import connections
-
-        connections.close_all()
 
 
 @pytest.fixture(params=list(VIEWPORTS))

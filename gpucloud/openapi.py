@@ -378,12 +378,55 @@ def _fleet_views():
     ]
 
 
+def _host_views():
+    usd = {"help_text": "USD, an exact decimal string."}
+    served = {"requests": serializers.IntegerField(), "tokens": serializers.IntegerField()}
+    earnings = inline_serializer(
+        "HostEarnings",
+        {
+            "object": serializers.CharField(default="host.earnings"),
+            "host": serializers.CharField(),
+            "revenue_share": serializers.CharField(help_text="The share of a request's charge the host earns."),
+            "currency": serializers.CharField(default="usd"),
+            **{
+                name: serializers.CharField(**usd)
+                for name in ("pending", "available", "held", "in_payout", "paid", "earned")
+            },
+            **served,
+            "per_node": inline_serializer(
+                "HostEarningsNode",
+                {"node_id": serializers.IntegerField(), "node": serializers.CharField(),
+                 "earned": serializers.CharField(**usd), **served},
+                many=True,
+            ),
+            "per_model": inline_serializer(
+                "HostEarningsModel",
+                {"model": serializers.CharField(), "earned": serializers.CharField(**usd), **served},
+                many=True,
+            ),
+            "per_day": inline_serializer(
+                "HostEarningsDay", {"day": serializers.DateField(), "earned": serializers.CharField(**usd)}, many=True
+            ),
+        },
+    )  # fmt: skip
+    return _annotate(
+        "marketplace.api.HostEarningsView",
+        get=extend_schema(
+            operation_id="getHostEarnings",
+            summary="A GPU host's earnings (404 not_a_host for an account that is not a host)",
+            tags=["GPU hosts"],
+            responses={200: earnings, **errors(*MANAGEMENT_ERRORS, 404)},
+        ),
+    )
+
+
 def register_view_extensions() -> None:
     """Document the DRF views (called once, when this module's URLs load)."""
     _usage_view()
     _billing_views()
     _key_views()
     _fleet_views()
+    _host_views()
 
 
 # --- The /v1 endpoints ----------------------------------------------------------------------------

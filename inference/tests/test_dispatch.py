@@ -18,8 +18,10 @@ pytestmark = pytest.mark.live
 MODEL = "llama-3.1-8b-instruct"
 
 
-def _chat(live, key: str, max_tokens: int, results: list | None = None, label: str = "", seed: int | None = None):
-    body = {"model": MODEL, "messages": [{"role": "user", "content": f"Request {label}"}], "max_tokens": max_tokens}
+def _chat(
+    live, key: str, max_tokens: int, results: list | None = None, label: str = "", seed: int | None = None, model=MODEL
+):
+    body = {"model": model, "messages": [{"role": "user", "content": f"Request {label}"}], "max_tokens": max_tokens}
     if seed is not None:
         body["seed"] = seed
     response = httpx.post(
@@ -93,9 +95,12 @@ def test_a_higher_tier_is_served_before_lower_ones_already_waiting(fleet, make_k
     fleet.wait_serving("single")
 
     order: list = []
-    # A reply of 100+ tokens (~1 s) that holds the only slot while the others queue up.
-    seed = long_seeds(MODEL, [{"role": "user", "content": "Request blocker"}], count=1)[0]
-    blocker = _in_background(lambda: _chat(fleet, low, 150, order, "blocker", seed=seed))
+    # A reply of 90+ tokens from the 72B model (~9 s at its pace) holds the node's only slot while
+    # the others queue up: long enough that the high-tier request is waiting before the slot frees
+    # also on a loaded machine (a reply of the 8B model lasts only ~1 s).
+    slow = "qwen2.5-72b-instruct"
+    seed = long_seeds(slow, [{"role": "user", "content": "Request blocker"}], count=1)[0]
+    blocker = _in_background(lambda: _chat(fleet, low, 150, order, "blocker", seed=seed, model=slow))
     time.sleep(0.5)  # the blocker now holds the only slot
     lows = _in_background(*[lambda i=i: _chat(fleet, low, 20, order, f"low-{i}") for i in range(3)])
 
