@@ -39,8 +39,8 @@ class ApiKeySerializer(serializers.ModelSerializer):
         model = ApiKey
         fields = [
             "id", "name", "key_prefix", "scopes", "rpm", "priority", "allowed_models", "max_budget", "budget_period",
-            "budget_soft_percent", "tpm", "max_parallel", "trusted_only", "spend_this_period", "expires_at", "revoked_at",
-            "created_at", "last_used_at", "request_count", "state",
+            "budget_soft_percent", "tpm", "max_parallel", "trusted_only", "spend_this_period", "expires_at",
+            "revoked_at", "created_at", "last_used_at", "request_count", "state",
         ]  # fmt: skip
         read_only_fields = ["priority", "revoked_at", "created_at", "last_used_at", "request_count"]
 
