@@ -87,6 +87,10 @@ def host_node_rows(host: HostProfile) -> list[dict]:
                 "strikes": standing.strikes if standing else 0,
                 "suspension_reason": standing.suspension_reason if standing and standing.suspended_at else "",
                 "online_for": _online_for(node),
+                # Its reliability (deployments.reliability): the score placement uses, and uptime
+                # over the last RELIABILITY_WINDOW_DAYS.
+                "reliability": node.reliability,
+                "uptime": (node.reliability_detail or {}).get("uptime"),
             }
         )
     return rows

@@ -68,6 +68,7 @@ def _host_page(request, *, host, token_form=None, profile_form=None, new_token=N
         context.update(
             {
                 "nodes": selectors.host_node_rows(host),
+                "reliability_window_days": settings.RELIABILITY_WINDOW_DAYS,
                 "tokens": selectors.host_tokens(host),
                 **_earnings_context(host),
                 "payout_form": payout_form or PayoutRequestForm(),

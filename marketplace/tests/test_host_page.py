@@ -86,6 +86,18 @@ def test_a_host_sees_and_revokes_only_its_own_nodes(client, user, outsider, staf
     assert my_node.credential_revoked_at is not None
 
 
+def test_a_host_sees_its_nodes_reliability_and_uptime(client, user):
+    host = host_become(user=user, display_name="Ada")
+    node = _register(host_join_token_create(host=host, name="a")[1], "mine")
+    WorkerNode.objects.filter(pk=node.pk).update(reliability=0.42, reliability_detail={"uptime": 0.875})
+
+    client.force_login(user)
+    page = client.get(URL).content.decode()
+
+    assert '<td class="num" data-reliability="0.42">42%</td>' in page
+    assert "88% up, last 7 days" in page
+
+
 def test_a_host_revokes_only_its_own_tokens(client, user, outsider):
     mine = host_become(user=user, display_name="Ada")
     theirs = host_become(user=outsider, display_name="Bob")
