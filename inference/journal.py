@@ -131,15 +131,23 @@ async def settle_orphan(process: str, request_id: str, *, completion_tokens: int
         return  # its view finished it, or another survivor did
     entry = json.loads(raw)
     record = await sync_to_async(_settle, thread_sensitive=False)(request_id, entry, completion_tokens, worker)
-    metrics.orphan_settled(record)
     await get_async_redis().hdel(_journal_key(process), request_id)
+    if record is None:
+        logger.warning("Dropped %s, whose web process %s died: its account no longer exists", request_id, process)
+        return
+    metrics.orphan_settled(record)
     logger.warning("Settled %s, whose web process %s died, at %d tokens", request_id, process, completion_tokens)
 
 
 def _settle(request_id: str, entry: dict, completion_tokens: int, worker: str):
+    from django.contrib.auth import get_user_model
+
     from accounts.models import ApiKey
     from billing.admission import Reservation, settle
     from inference.services import usage_record
+
+    if not get_user_model().objects.filter(pk=entry["user"]).exists():
+        return None  # the account was deleted since: nothing left to bill or record it against
 
     fields = {
         "endpoint": entry["endpoint"],
