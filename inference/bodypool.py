@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -44,9 +45,17 @@ _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 
 
+def _exit_with_parent() -> None:
+    """Leave when the web process is gone: killed (SIGKILL), it cannot shut its pool down."""
+    multiprocessing.connection.wait([multiprocessing.parent_process().sentinel])
+    os._exit(0)
+
+
 def _child_init() -> None:
-    """In a pool process: any use of Django's settings is a bug here, so make it fail loudly."""
+    """In a pool process: any use of Django's settings is a bug here, so make it fail loudly; and
+    do not outlive the web process."""
     os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+    threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
 
 
 def work(kind: str, body: bytes, max_size: int | None) -> tuple[bool, object]:
