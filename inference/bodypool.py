@@ -41,6 +41,7 @@ PARSERS = {
     "embedding": validation.embedding_body,
 }
 
+NICENESS = 10
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 
@@ -52,9 +53,11 @@ def _exit_with_parent() -> None:
 
 
 def _child_init() -> None:
-    """In a pool process: any use of Django's settings is a bug here, so make it fail loudly; and
-    do not outlive the web process."""
+    """In a pool process: any use of Django's settings is a bug here, so make it fail loudly; yield
+    the CPU to the web process; and do not outlive it."""
     os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+    # Below the web process: on a busy machine its event loop gets a core before a body's parsing.
+    os.nice(NICENESS)
     threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
 
 

@@ -125,6 +125,10 @@ def test_the_pool_process_needs_no_django():
 # --- live: a web process answers /health while it takes in large bodies -----------------------
 
 
+def _niceness(pid) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
 def _send_large_body(url: str, key: str, body: bytes) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
@@ -162,7 +166,10 @@ def test_health_answers_while_large_bodies_are_parsed(live, make_key):
     body = json.dumps({"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": text}]}).encode()
     # The pool was started with the web process, not by the first large body.
     children = Path(f"/proc/{live.daphne.pid}/task/{live.daphne.pid}/children").read_text().split()
-    assert any(b"multiprocessing" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children)
+    pool = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert pool
+    # …and below the web process's priority (its event loop gets a core first).
+    assert all(_niceness(pid) == min(_niceness(live.daphne.pid) + bodypool.NICENESS, 19) for pid in pool)
 
     senders = [_send_large_body(live.url, key, body) for _ in range(2)]
     health = 0
