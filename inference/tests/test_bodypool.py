@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_for
 from gpucloud.openai_errors import ApiError
 from inference import bodypool
 
@@ -164,12 +165,18 @@ def test_health_answers_while_large_bodies_are_parsed(live, make_key):
     _, key = make_key(live.user)
     text = "word " * (12 * 1024 * 1024 // 5)
     body = json.dumps({"model": "llama-3.1-8b-instruct", "messages": [{"role": "user", "content": text}]}).encode()
+
     # The pool was started with the web process, not by the first large body.
-    children = Path(f"/proc/{live.daphne.pid}/task/{live.daphne.pid}/children").read_text().split()
-    pool = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
-    assert pool
+    def pool_processes() -> list[str]:
+        children = Path(f"/proc/{live.daphne.pid}/task/{live.daphne.pid}/children").read_text().split()
+        return [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+    def niced(pid: str) -> bool:  # (set once the process has started: wait for it)
+        return _niceness(pid) == min(_niceness(live.daphne.pid) + bodypool.NICENESS, 19)
+
     # …and below the web process's priority (its event loop gets a core first).
-    assert all(_niceness(pid) == min(_niceness(live.daphne.pid) + bodypool.NICENESS, 19) for pid in pool)
+    wait_for(lambda: pool_processes() and all(niced(pid) for pid in pool_processes()), timeout=60,
+             message="the web process's body pool to start, niced")  # fmt: skip
 
     senders = [_send_large_body(live.url, key, body) for _ in range(2)]
     health = 0
