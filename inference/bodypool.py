@@ -98,6 +98,9 @@ def _discard(broken: ProcessPoolExecutor) -> None:
 
 def warm_up() -> Future | None:
     """Start the pool's processes now (web process start) rather than on the first large body."""
+    child = multiprocessing.parent_process() is not None
+    if child or getattr(multiprocessing.current_process(), "_inheriting", False):
+        return None  # a multiprocessing child, e.g. a pool process importing an unguarded main script
     executor = pool()
     if executor is None:
         return None
