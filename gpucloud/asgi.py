@@ -22,3 +22,8 @@ django_asgi_app = PooledASGIHandler()
 http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.SERVE_STATIC else django_asgi_app
 
 application = ProtocolTypeRouter({"http": http_app, "websocket": URLRouter(websocket_urlpatterns)})
+
+# Event loop stays free: start the processes that parse large /v1 bodies now, not on the first one.
+from inference import bodypool  # noqa: E402
+
+bodypool.warm_up()

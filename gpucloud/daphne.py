@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 APPLICATION = "gpucloud.asgi:application"
 DEFAULT_HEADER_TIMEOUT = 15.0
 DEFAULT_BODY_TIMEOUT = 30.0
+REQUEST_BODY_CHUNK_BYTES = 1024 * 1024
 REQUEST_TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n\r\n"
     b"Request Timeout\n"
@@ -166,6 +167,10 @@ class DeadlineServer(Server):
     """
 
     def __init__(self, *args, **kwargs):
+        # Event loop stays free: Daphne hands a body to the application in chunks of this size, all
+        # at once on the event loop; 8 KB chunks made a 30 MB body 3,840 reads, queue puts and (in
+        # Django) writes in Python, ~0.1 s of the loop per body. 1 MB chunks are a memcpy each.
+        kwargs.setdefault("request_buffer_size", REQUEST_BODY_CHUNK_BYTES)
         super().__init__(*args, **kwargs)
         self.header_timeout = timeout_from_env("HTTP_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT)
         self.body_timeout = timeout_from_env("HTTP_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT)

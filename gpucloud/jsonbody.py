@@ -16,7 +16,6 @@ import math
 from typing import Any
 
 from django.conf import settings
-from rest_framework.parsers import BaseParser
 
 from gpucloud.openai_errors import ApiError, invalid_request
 
@@ -152,13 +151,28 @@ def parse_json_object(body: bytes | str, **bounds) -> dict:
     return value
 
 
-class BoundedJSONParser(BaseParser):
-    """DRF's JSON parser, with :func:`parse_json`'s bounds (set in REST_FRAMEWORK settings)."""
+def _bounded_json_parser() -> type:
+    from rest_framework.parsers import BaseParser
 
-    media_type = "application/json"
+    class BoundedJSONParser(BaseParser):
+        """DRF's JSON parser, with :func:`parse_json`'s bounds (set in REST_FRAMEWORK settings)."""
 
-    def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        # DRF may hand over the raw request stream, which Django does not bound: read one byte past.
-        body = stream.read(limit + 1 if limit is not None else -1)
-        return parse_json(body, max_size=limit)
+        media_type = "application/json"
+
+        def parse(self, stream, media_type=None, parser_context=None):
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+            # DRF may hand over the raw request stream, which Django does not bound: read one byte past.
+            body = stream.read(limit + 1 if limit is not None else -1)
+            return parse_json(body, max_size=limit)
+
+    BoundedJSONParser.__module__ = __name__
+    return BoundedJSONParser
+
+
+def __getattr__(name: str):
+    # Built on first use: importing DRF's parsers reads Django's settings, and this module is also
+    # used where Django is not set up (inference.bodypool's processes).
+    if name == "BoundedJSONParser":
+        globals()[name] = parser = _bounded_json_parser()
+        return parser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

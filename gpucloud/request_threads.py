@@ -14,11 +14,14 @@ two calls). A request gets the executor with the fewest calls waiting, then the 
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext
 from django.conf import settings
+from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 
 
@@ -82,3 +85,22 @@ class PooledASGIHandler(ASGIHandler):
                 await self.handle(scope, receive, send)
         finally:
             threads.give_back(lane)
+
+    async def read_body(self, receive):
+        """Django's, letting the event loop run between a large body's chunks (event loop stays free):
+        the chunks of a body already received are all queued, so Django's loop over them never
+        yields, and writing a 30 MB body to its temporary file held the loop for its whole length."""
+        limit = settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+        body_file = tempfile.SpooledTemporaryFile(max_size=limit, mode="w+b")  # noqa: SIM115 -- returned open
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                body_file.close()
+                raise RequestAborted()  # the client went away before the end of its body
+            if "body" in message:
+                body_file.write(message["body"])
+            if not message.get("more_body", False):
+                break
+            await asyncio.sleep(0)
+        body_file.seek(0)
+        return body_file

@@ -458,3 +458,10 @@ WEB_SYNC_THREADS = envint("WEB_SYNC_THREADS", 64)
 # has been silent for WORKER_OFFLINE_AFTER; this only bounds the wait when that process dies, and
 # is long enough that an event loop busy under load never lets a live node's leases lapse.
 INFERENCE_LEASE_SECONDS = envfloat("INFERENCE_LEASE_SECONDS", 10.0)
+
+# --- Event loop stays free: large /v1 bodies parsed in processes (inference.bodypool) -----------
+# A /v1 body of at least LARGE_BODY_BYTES is parsed, validated and token-counted in one of
+# BODY_POOL_PROCESSES processes per web process (0: in a worker thread, holding the GIL), so that
+# json.loads and validation of a 30 MB body do not stall the web process's other requests.
+LARGE_BODY_BYTES = envint("LARGE_BODY_BYTES", 256 * 1024)
+BODY_POOL_PROCESSES = envint("BODY_POOL_PROCESSES", 2)

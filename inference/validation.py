@@ -18,6 +18,7 @@ from gpucloud.openai_errors import ApiError, invalid_request
 from inference import schemas
 from inference.schemas import CHAT_ROLES, MAX_EMBEDDING_INPUTS, MAX_N, MAX_PROMPTS, MAX_STOP_SEQUENCES, show
 from nodeprotocol.structured import ENGINE_FEATURES, unsupported_schema_keywords
+from nodeprotocol.tokens import count_chat_tokens, count_tokens, message_text
 
 ENCODING_FORMATS = ("float", "base64")
 
@@ -69,9 +70,10 @@ class EmbeddingRequest:
     user: str | None = None
 
 
-def parse_json_body(body: bytes) -> dict:
-    """The body as a JSON object, within gpucloud.jsonbody's bounds (depth, size, numbers, strings)."""
-    return parse_json_object(body)
+def parse_json_body(body: bytes, *, max_size: int | None = None) -> dict:
+    """The body as a JSON object, within gpucloud.jsonbody's bounds (depth, size, numbers, strings);
+    ``max_size`` defaults to DATA_UPLOAD_MAX_MEMORY_SIZE (given explicitly where Django is not set up)."""
+    return parse_json_object(body, max_size=max_size)
 
 
 # --- pydantic's errors as the client reads them ------------------------------------------------
@@ -189,9 +191,9 @@ def _message_dict(message: schemas.ChatMessage) -> dict:
     return cleaned
 
 
-def parse_chat_request(body: bytes) -> ChatRequest:
+def parse_chat_request(body: bytes, *, max_size: int | None = None) -> ChatRequest:
     """Validate a ``POST /v1/chat/completions`` body."""
-    request = validate(schemas.ChatCompletionRequest, parse_json_body(body))
+    request = validate(schemas.ChatCompletionRequest, parse_json_body(body, max_size=max_size))
     tool_choice = request.tool_choice
     response_format = request.response_format.model_dump(by_alias=True, exclude_none=True) if (
         request.response_format is not None
@@ -209,9 +211,9 @@ def parse_chat_request(body: bytes) -> ChatRequest:
     )
 
 
-def parse_completion_request(body: bytes) -> CompletionRequest:
+def parse_completion_request(body: bytes, *, max_size: int | None = None) -> CompletionRequest:
     """Validate a ``POST /v1/completions`` body."""
-    request = validate(schemas.CompletionRequest, parse_json_body(body))
+    request = validate(schemas.CompletionRequest, parse_json_body(body, max_size=max_size))
     return CompletionRequest(
         **_sampling(request),
         prompts=request.prompt,
@@ -221,9 +223,9 @@ def parse_completion_request(body: bytes) -> CompletionRequest:
     )
 
 
-def parse_embedding_request(body: bytes) -> EmbeddingRequest:
+def parse_embedding_request(body: bytes, *, max_size: int | None = None) -> EmbeddingRequest:
     """Validate a ``POST /v1/embeddings`` body."""
-    request = validate(schemas.EmbeddingRequest, parse_json_body(body))
+    request = validate(schemas.EmbeddingRequest, parse_json_body(body, max_size=max_size))
     return EmbeddingRequest(
         model=request.model,
         inputs=request.input,
@@ -231,6 +233,29 @@ def parse_embedding_request(body: bytes) -> EmbeddingRequest:
         dimensions=request.dimensions,
         user=request.user,
     )
+
+
+# --- a body as the views use it: the request and its prompt's tokens ---------------------------
+# Django-free (inference.bodypool runs them in a process of its own for large bodies).
+
+
+def chat_body(body: bytes, *, max_size: int | None = None) -> tuple[ChatRequest, str, int]:
+    """The chat request, its prompt as one text, and its prompt tokens."""
+    chat = parse_chat_request(body, max_size=max_size)
+    prompt = "\n".join(f"{m['role']}: {message_text(m)}" for m in chat.messages)
+    return chat, prompt, count_chat_tokens(chat.messages, chat.tools)
+
+
+def completion_body(body: bytes, *, max_size: int | None = None) -> tuple[CompletionRequest, list[int]]:
+    """The completion request and each prompt's tokens."""
+    params = parse_completion_request(body, max_size=max_size)
+    return params, [count_tokens(p) for p in params.prompts]
+
+
+def embedding_body(body: bytes, *, max_size: int | None = None) -> tuple[EmbeddingRequest, list[int]]:
+    """The embeddings request and each input's tokens."""
+    params = parse_embedding_request(body, max_size=max_size)
+    return params, [count_tokens(text) for text in params.inputs]
 
 
 # --- what the deployment's engine can honour ---------------------------------------------------
@@ -293,7 +318,10 @@ __all__ = [
     "CompletionRequest",
     "EmbeddingRequest",
     "GenerationRequest",
+    "chat_body",
     "check_engine_support",
+    "completion_body",
+    "embedding_body",
     "parse_chat_request",
     "parse_completion_request",
     "parse_embedding_request",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import secrets
-from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -19,23 +18,17 @@ from billing.selectors import model_pricing
 from deployments.models import CatalogModel, Deployment, Task
 from deployments.selectors import resolve_model, running_deployment_for, servable_models
 from gpucloud.openai_errors import ApiError, invalid_request, model_not_found, service_unavailable
+from inference import bodypool
 from inference.calls import EmbeddingCall, InferenceCall
 from inference.metering import UsageMeter
 from inference.responses import ChatCompletion, CompletionResponse, TextCompletion
 from inference.transport import PRIORITY_BY_TIER
 from inference.validation import (
-    ChatRequest,
-    CompletionRequest,
-    EmbeddingRequest,
     GenerationRequest,
     check_engine_support,
-    parse_chat_request,
-    parse_completion_request,
-    parse_embedding_request,
 )
 from nodeprotocol import EmbeddingJob, GenerationJob
 from nodeprotocol.jobs import unpack_floats
-from nodeprotocol.tokens import count_chat_tokens, count_tokens, message_text
 
 
 def _model_object(model: CatalogModel) -> dict:
@@ -92,39 +85,24 @@ def request_body(request) -> bytes:
         ) from None
 
 
-# Bodies larger than this are read, parsed, validated and counted in a worker thread: a few large
-# bodies must not stall the event loop, and with it every other request of this process.
+# Bodies larger than this are read, parsed, validated and counted off the event loop: a few large
+# bodies must not stall it, and with it every other request of this process. From LARGE_BODY_BYTES
+# on, the parsing runs in inference.bodypool's processes (the GIL stays free too).
 OFF_LOOP_BODY_BYTES = 64 * 1024
 
 
-async def read_body(request, parse: Callable[[bytes], tuple]) -> tuple:
-    """``parse(body)``: on the event loop for a small body, in a worker thread for a large one."""
+async def read_body(request, kind: str) -> tuple:
+    """What the view needs from the body (``bodypool.PARSERS[kind]``): on the event loop for a small
+    body, off it for a large one or one of unknown length (chunked)."""
     try:
-        size = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        size = 0
+        size = int(request.META["CONTENT_LENGTH"])
+    except (KeyError, ValueError):
+        size = OFF_LOOP_BODY_BYTES + 1
     if size > OFF_LOOP_BODY_BYTES:
-        return await sync_to_async(lambda: parse(request_body(request)), thread_sensitive=False)()
-    return parse(request_body(request))
-
-
-def _chat_body(body: bytes) -> tuple[ChatRequest, str, int]:
-    """The chat request, its prompt as one text, and its prompt tokens."""
-    chat = parse_chat_request(body)
-    prompt = "\n".join(f"{m['role']}: {message_text(m)}" for m in chat.messages)
-    return chat, prompt, count_chat_tokens(chat.messages, chat.tools)
-
-
-def _completion_body(body: bytes) -> tuple[CompletionRequest, list[int]]:
-    """The completion request and each prompt's tokens."""
-    params = parse_completion_request(body)
-    return params, [count_tokens(p) for p in params.prompts]
-
-
-def _embedding_body(body: bytes) -> tuple[EmbeddingRequest, list[int]]:
-    """The embeddings request and each input's tokens."""
-    params = parse_embedding_request(body)
-    return params, [count_tokens(text) for text in params.inputs]
+        return await sync_to_async(
+            lambda: bodypool.parse_blocking(kind, request_body(request)), thread_sensitive=False
+        )()
+    return bodypool.parse_in_thread(kind, request_body(request))
 
 
 def check_model_task(model: CatalogModel, task: str) -> None:
@@ -297,7 +275,7 @@ def _with_billing_headers(response, meter: UsageMeter):
 async def chat_completions(request):
     meter = UsageMeter(request, endpoint="chat.completions")
     async with meter.failures():
-        chat, prompt, prompt_tokens = await read_body(request, _chat_body)
+        chat, prompt, prompt_tokens = await read_body(request, "chat")
         call, model = await _dispatch(
             request,
             meter,
@@ -321,7 +299,7 @@ async def chat_completions(request):
 async def completions(request):
     meter = UsageMeter(request, endpoint="completions")
     async with meter.failures():
-        params, counts = await read_body(request, _completion_body)
+        params, counts = await read_body(request, "completion")
         call, model = await _dispatch(
             request,
             meter,
@@ -343,7 +321,7 @@ async def completions(request):
 async def embeddings(request):
     meter = UsageMeter(request, endpoint="embeddings")
     async with meter.failures():
-        params, counts = await read_body(request, _embedding_body)
+        params, counts = await read_body(request, "embedding")
         model, deployment = await _resolve(request, meter, params.model, Task.EMBEDDING)
         meter.prompt_tokens = sum(counts)
         for index, count in enumerate(counts):

@@ -21,7 +21,7 @@ from billing.redis_state import reservation_keys
 from billing.selectors import balance_of, reconciliation_differences, request_cost
 from deployments.models import CatalogModel
 from gpucloud.redis_client import get_redis
-from inference import views
+from inference import bodypool, views
 from inference.metering import UsageMeter
 from inference.models import UsageRecord
 from inference.responses import ChatCompletion
@@ -164,7 +164,7 @@ def test_the_default_max_tokens_fits_the_cap(model, settings):
 @pytest.mark.parametrize(("size", "off_loop"), [(1_000, False), (200_000, True)])
 def test_large_bodies_are_parsed_off_the_event_loop(client, user, make_key, catalog, monkeypatch, size, off_loop):
     seen = []
-    parse = views._chat_body
+    parse = bodypool.PARSERS["chat"]
 
     def watched(body):
         try:
@@ -174,7 +174,7 @@ def test_large_bodies_are_parsed_off_the_event_loop(client, user, make_key, cata
             seen.append(True)
         return parse(body)
 
-    monkeypatch.setattr(views, "_chat_body", watched)
+    monkeypatch.setitem(bodypool.PARSERS, "chat", watched)
     _, key = make_key(user)
 
     response = _post(client, key, model="no-such-model", messages=[{"role": "user", "content": "x " * (size // 2)}])
