@@ -45,6 +45,11 @@ APPLICATION = "gpucloud.asgi:application"
 DEFAULT_HEADER_TIMEOUT = 15.0
 DEFAULT_BODY_TIMEOUT = 30.0
 REQUEST_BODY_CHUNK_BYTES = 1024 * 1024
+# Connections the kernel holds for the server to accept (Twisted's default is 50). A burst of
+# hundreds of clients (streams opening at once) overflowed 50 while the event loop was busy: the
+# kernel dropped the overflow's handshakes, their requests reached the server only after TCP's
+# retransmission backoff, past the header deadline, and were closed unanswered.
+LISTEN_BACKLOG = 4096
 REQUEST_TIMEOUT_RESPONSE = (
     b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 16\r\n\r\n"
     b"Request Timeout\n"
@@ -159,6 +164,13 @@ class DeadlineHTTPChannel(http.HTTPChannel):
         super().connectionLost(reason)
 
 
+def with_backlog(endpoint: str) -> str:
+    """A Twisted TCP endpoint description with the LISTEN_BACKLOG (unless it names one)."""
+    if endpoint.startswith(("tcp:", "tcp6:")) and ":backlog=" not in endpoint:
+        return f"{endpoint}:backlog={LISTEN_BACKLOG}"
+    return endpoint
+
+
 class DeadlineServer(Server):
     """Daphne's server whose HTTP connections are :class:`DeadlineHTTPChannel`.
 
@@ -172,6 +184,7 @@ class DeadlineServer(Server):
         # Django) writes in Python, ~0.1 s of the loop per body. 1 MB chunks are a memcpy each.
         kwargs.setdefault("request_buffer_size", REQUEST_BODY_CHUNK_BYTES)
         super().__init__(*args, **kwargs)
+        self.endpoints = [with_backlog(endpoint) for endpoint in self.endpoints]
         self.header_timeout = timeout_from_env("HTTP_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT)
         self.body_timeout = timeout_from_env("HTTP_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT)
 

@@ -181,3 +181,21 @@ def test_zero_turns_a_deadline_off(monkeypatch):
     assert daphne.timeout_from_env("HTTP_BODY_TIMEOUT", 30) is None
     monkeypatch.delenv("HTTP_BODY_TIMEOUT")
     assert daphne.timeout_from_env("HTTP_BODY_TIMEOUT", 30) == 30
+
+
+def test_the_web_process_listens_with_a_deep_backlog(web):
+    """A burst of hundreds of connections waits in the kernel's queue for the server to accept them
+    (Twisted's default of 50 dropped the overflow's handshakes while the event loop was busy)."""
+    _, port = web
+    # For a listening socket, ss shows the backlog as Send-Q.
+    listening = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], capture_output=True, text=True, check=True).stdout
+    assert [int(line.split()[2]) for line in listening.splitlines()] == [daphne.LISTEN_BACKLOG]
+
+
+def test_a_named_backlog_is_kept_and_only_tcp_gets_one():
+    assert (
+        daphne.with_backlog("tcp:port=80:interface=0.0.0.0")
+        == f"tcp:port=80:interface=0.0.0.0:backlog={daphne.LISTEN_BACKLOG}"
+    )
+    assert daphne.with_backlog("tcp:port=80:backlog=10") == "tcp:port=80:backlog=10"
+    assert daphne.with_backlog("unix:/tmp/web.sock") == "unix:/tmp/web.sock"
