@@ -34,7 +34,7 @@ PAYOUTS_SHOWN = 20
 
 
 def _earnings_context(host) -> dict:
-    """The Host page's earnings: balances as exact strings, the per-day chart (for static/js/host.js
+    """The Host page's earnings: balances as exact strings, the per-day chart (for static/js/billing.js
     through json_script, like the Billing page's), per model and per node."""
     earnings = selectors.host_earnings(host)
     balances = earnings["balances"]

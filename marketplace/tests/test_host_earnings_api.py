@@ -46,5 +46,6 @@ def test_the_host_page_shows_earnings(client, catalog, make_key, user, outsider)
     client.force_login(outsider)
     page = client.get(reverse("marketplace:host")).content.decode()
     assert 'id="earnings-data"' in page and "chart.umd.js" in page
+    assert 'data-daily-chart="earnings" data-label="Earned (USD)"' in page and "/static/js/billing.js" in page
     assert "Per model" in page and "llama-3.1-8b-instruct" in page
     assert node.name in page
