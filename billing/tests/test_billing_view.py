@@ -113,7 +113,9 @@ def test_it_draws_the_chart_with_the_vendored_library(client, user):
     assert finders.find("vendor/chartjs/LICENSE.md")
     assert "Chart.js v4" in Path(finders.find("vendor/chartjs/chart.umd.js")).read_text()[:200]
     # The no-script fallback: the chart's box is hidden until the script shows it, the table is open.
-    assert '<div class="spend-chart" id="spend-chart" data-daily-chart="spend" data-label="Spent (USD)" hidden>' in content
+    assert (
+        '<div class="spend-chart" id="spend-chart" data-daily-chart="spend" data-label="Spent (USD)" hidden>' in content
+    )
     assert '<details class="spend-table" id="spend-table" open>' in content
     assert "<svg" not in content
 
