@@ -1,6 +1,5 @@
 """The dashboard: API keys and usage (server-rendered, session login)."""
 
-import csv
 import functools
 from datetime import timedelta
 
@@ -10,7 +9,6 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -21,7 +19,10 @@ from accounts.forms import ApiKeyCreateForm, UsageFilterForm
 from accounts.models import ApiKey
 from accounts.services import api_key_create, api_key_revoke
 from billing.selectors import keys_with_budget_spend
+from gpucloud.csv_export import csv_response
 from inference.selectors import (
+    USAGE_CSV_COLUMNS,
+    usage_csv_rows,
     usage_for_user,
     usage_models_for_user,
     usage_overview,
@@ -202,50 +203,8 @@ def usage(request):
     )
 
 
-class _Echo:
-    """A file-like object whose write returns the line: csv.writer feeding a streamed response."""
-
-    def write(self, value):
-        return value
-
-
-USAGE_CSV_COLUMNS = [
-    "request_id", "created_at", "key_name", "key", "endpoint", "model", "deployment", "worker", "stream",
-    "status_code", "error_code", "prompt_tokens", "completion_tokens", "latency_ms", "time_to_first_token_ms",
-    "cost_usd",
-]  # fmt: skip
-
-
 @login_required
 def usage_csv(request):
     """The requests the Usage page's filters select, every one (not only a page), as CSV, streamed."""
     _, selection = _usage_filtered(request)
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(USAGE_CSV_COLUMNS)
-        for record in selection["records"].order_by("-created_at").iterator(chunk_size=1000):
-            yield writer.writerow(
-                [
-                    record.request_id,
-                    record.created_at.isoformat(),
-                    record.api_key.name if record.api_key else "",
-                    record.api_key.display_prefix if record.api_key else "",
-                    record.endpoint,
-                    record.model,
-                    record.deployment,
-                    record.worker,
-                    record.stream,
-                    record.status_code,
-                    record.error_code,
-                    record.prompt_tokens,
-                    record.completion_tokens,
-                    record.latency_ms,
-                    "" if record.time_to_first_token_ms is None else record.time_to_first_token_ms,
-                    f"{record.cost:f}",
-                ]
-            )
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="usage.csv"'
-    return response
+    return csv_response("usage.csv", USAGE_CSV_COLUMNS, usage_csv_rows(selection["records"]))

@@ -1,7 +1,6 @@
 """The Billing page (balance, spend, ledger, CSV export, staff credit grants) and the Models &
 pricing page every signed-in user sees."""
 
-import csv
 from decimal import Decimal
 
 from django.conf import settings
@@ -9,7 +8,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -17,6 +15,7 @@ from django.views.decorators.http import require_POST
 from billing import selectors, services
 from billing.forms import CreditGrantForm
 from billing.money import plain, usd
+from gpucloud.csv_export import csv_response
 
 LEDGER_PAGE_SIZE = 50
 CHART_DAYS = 30
@@ -58,73 +57,31 @@ def billing(request):
     return _billing_page(request)
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
 @login_required
 def ledger_csv(request):
     """The user's whole ledger as CSV, streamed."""
-    writer = csv.writer(_Echo())
-
-    def rows():
-        yield writer.writerow(["created_at", "kind", "amount_usd", "balance_after_usd", "reference", "key", "note"])
-        for entry in selectors.ledger_for_user(request.user).iterator(chunk_size=1000):
-            yield writer.writerow(
-                [
-                    entry.created_at.isoformat(),
-                    entry.kind,
-                    f"{entry.amount:f}",
-                    f"{entry.balance_after:f}",
-                    entry.reference,
-                    entry.api_key.display_prefix if entry.api_key else "",
-                    entry.note,
-                ]
-            )
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="ledger.csv"'
-    return response
+    header = ["created_at", "kind", "amount_usd", "balance_after_usd", "reference", "key", "note"]
+    rows = (
+        [
+            entry.created_at.isoformat(),
+            entry.kind,
+            f"{entry.amount:f}",
+            f"{entry.balance_after:f}",
+            entry.reference,
+            entry.api_key.display_prefix if entry.api_key else "",
+            entry.note,
+        ]
+        for entry in selectors.ledger_for_user(request.user).iterator(chunk_size=1000)
+    )
+    return csv_response("ledger.csv", header, rows)
 
 
 @login_required
 def usage_csv(request):
     """The user's usage records (every request, with its cost) as CSV, streamed."""
-    from inference.selectors import usage_for_user
+    from inference.selectors import USAGE_CSV_COLUMNS, usage_csv_rows, usage_for_user
 
-    writer = csv.writer(_Echo())
-    columns = [
-        "request_id", "created_at", "key", "endpoint", "model", "deployment", "worker", "stream", "status_code",
-        "error_code", "prompt_tokens", "completion_tokens", "latency_ms", "time_to_first_token_ms", "cost_usd",
-    ]  # fmt: skip
-
-    def rows():
-        yield writer.writerow(columns)
-        for record in usage_for_user(request.user).order_by("-created_at").iterator(chunk_size=1000):
-            yield writer.writerow(
-                [
-                    record.request_id,
-                    record.created_at.isoformat(),
-                    record.api_key.display_prefix if record.api_key else "",
-                    record.endpoint,
-                    record.model,
-                    record.deployment,
-                    record.worker,
-                    record.stream,
-                    record.status_code,
-                    record.error_code,
-                    record.prompt_tokens,
-                    record.completion_tokens,
-                    record.latency_ms,
-                    "" if record.time_to_first_token_ms is None else record.time_to_first_token_ms,
-                    f"{record.cost:f}",
-                ]
-            )
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="usage.csv"'
-    return response
+    return csv_response("usage.csv", USAGE_CSV_COLUMNS, usage_csv_rows(usage_for_user(request.user)))
 
 
 @login_required

@@ -248,3 +248,33 @@ def usage_models_for_user(user) -> list[str]:
     catalog = CatalogModel.objects.values("model_id")
     real = used.filter(Q(model__in=catalog) | Q(status_code__lt=400)).values_list("model", flat=True).distinct()
     return sorted(set(real))
+
+
+USAGE_CSV_COLUMNS = [
+    "request_id", "created_at", "key_name", "key", "endpoint", "model", "deployment", "worker", "stream",
+    "status_code", "error_code", "prompt_tokens", "completion_tokens", "latency_ms", "time_to_first_token_ms",
+    "cost_usd",
+]  # fmt: skip
+
+
+def usage_csv_rows(records: QuerySet[UsageRecord]):
+    """The usage export's rows (under USAGE_CSV_COLUMNS), newest first, read in chunks."""
+    for record in records.select_related("api_key").order_by("-created_at").iterator(chunk_size=1000):
+        yield [
+            record.request_id,
+            record.created_at.isoformat(),
+            record.api_key.name if record.api_key else "",
+            record.api_key.display_prefix if record.api_key else "",
+            record.endpoint,
+            record.model,
+            record.deployment,
+            record.worker,
+            record.stream,
+            record.status_code,
+            record.error_code,
+            record.prompt_tokens,
+            record.completion_tokens,
+            record.latency_ms,
+            "" if record.time_to_first_token_ms is None else record.time_to_first_token_ms,
+            f"{record.cost:f}",
+        ]

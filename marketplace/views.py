@@ -3,7 +3,6 @@ revoke your nodes, your earnings and payouts."""
 
 from __future__ import annotations
 
-import csv
 from datetime import timedelta
 from decimal import Decimal
 
@@ -11,7 +10,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -20,6 +18,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from billing.money import plain
 from deployments.views import staff_required
+from gpucloud.csv_export import csv_response
 from marketplace import selectors, services
 from marketplace.forms import (
     HostJoinTokenForm,
@@ -240,38 +239,26 @@ def payout_decide(request, payout_id: int):
     return redirect("marketplace:payouts")
 
 
-class _Echo:
-    def write(self, value):
-        return value
-
-
 @staff_required
 def payouts_csv(request):
     """Every payout as CSV, streamed."""
-    writer = csv.writer(_Echo())
     header = ["id", "host", "username", "amount_usd", "status", "requested_at", "decided_by", "decided_at",
               "paid_at", "reference", "payout_details", "note"]  # fmt: skip
-
-    def rows():
-        yield writer.writerow(header)
-        for p in selectors.payouts_for_staff().iterator():
-            yield writer.writerow(
-                [
-                    p.pk,
-                    p.host.display_name,
-                    p.host.user.get_username(),
-                    f"{p.amount:f}",
-                    p.status,
-                    p.requested_at.isoformat(),
-                    p.decided_by.get_username() if p.decided_by else "",
-                    p.decided_at.isoformat() if p.decided_at else "",
-                    p.paid_at.isoformat() if p.paid_at else "",
-                    p.reference,
-                    p.payout_details,
-                    p.note,
-                ]
-            )
-
-    response = StreamingHttpResponse(rows(), content_type="text/csv")
-    response["Content-Disposition"] = 'attachment; filename="payouts.csv"'
-    return response
+    rows = (
+        [
+            p.pk,
+            p.host.display_name,
+            p.host.user.get_username(),
+            f"{p.amount:f}",
+            p.status,
+            p.requested_at.isoformat(),
+            p.decided_by.get_username() if p.decided_by else "",
+            p.decided_at.isoformat() if p.decided_at else "",
+            p.paid_at.isoformat() if p.paid_at else "",
+            p.reference,
+            p.payout_details,
+            p.note,
+        ]
+        for p in selectors.payouts_for_staff().iterator()
+    )
+    return csv_response("payouts.csv", header, rows)
