@@ -2,9 +2,10 @@
 
 A sorted set maps node names to when they were last heard from, so "which nodes are alive?"
 (asked by /health and by placement) is one Redis call. The dispatcher of a node's session
-(:class:`inference.dispatcher.NodeDispatcher`) writes it every second from the event loop, beside
-its jobs' leases, while the node is heard from, and removes it the moment the node falls silent:
-a node's liveness never waits on its heartbeat's database write, which lags under load.
+(:class:`inference.dispatcher.NodeDispatcher`) has it written every second by the process's
+liveness thread (:mod:`inference.liveness`), beside its jobs' leases, while the node is heard
+from, and removed the moment the node falls silent: a node's liveness never waits on its
+heartbeat's database write, which lags under load, nor on a busy event loop.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 from django.conf import settings
 
-from gpucloud.redis_client import get_async_redis, get_redis
+from gpucloud.redis_client import get_redis
 
 WORKERS_KEY = "gpucloud:workers"
 
@@ -23,13 +24,14 @@ def worker_seen(name: str) -> None:
 
 
 def worker_seen_queue(pipe, name: str, at: float) -> None:
-    """Queue on a (Redis asyncio) pipeline: the node was heard from at ``at`` (a Unix time)."""
+    """Queue on a pipeline: the node was heard from at ``at`` (a Unix time)."""
     pipe.zadd(WORKERS_KEY, {name: at})
 
 
-async def worker_silent(name: str) -> None:
-    """The node's socket is open but it said nothing for ``WORKER_OFFLINE_AFTER``: not alive."""
-    await get_async_redis().zrem(WORKERS_KEY, name)
+def worker_silent_queue(pipe, name: str) -> None:
+    """Queue on a pipeline: the node's socket is open but it said nothing for
+    ``WORKER_OFFLINE_AFTER``: not alive."""
+    pipe.zrem(WORKERS_KEY, name)
 
 
 def worker_gone(name: str) -> None:

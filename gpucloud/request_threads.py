@@ -10,13 +10,20 @@ instead, for its whole life, as Django's contract asks (one request's synchronou
 thread, one at a time). Requests share those threads, so a thread's database connection serves
 the requests that take turns on it (``CONN_MAX_AGE`` applies as before; a transaction never spans
 two calls). A request gets the executor with the fewest calls waiting, then the fewest requests.
+
+Work a request must finish even when its client hangs up (settling its usage) runs under
+:func:`shield`: the request keeps its thread until that work is done. (asgiref asks that tasks
+created in a request's thread context finish before it exits; a settlement that outlived its
+request used to fail with "ThreadSensitiveContext has exited", and the usage was left unrecorded.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import tempfile
 import threading
+from collections.abc import Awaitable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from asgiref.sync import ThreadSensitiveContext
@@ -72,6 +79,22 @@ def request_threads() -> RequestThreads:
     return _threads
 
 
+_must_finish: contextvars.ContextVar[set[asyncio.Future] | None] = contextvars.ContextVar(
+    "request_must_finish", default=None
+)
+
+
+def shield(awaitable: Awaitable) -> asyncio.Future:
+    """``asyncio.shield(awaitable)``, and the request it runs for keeps its thread until it is done:
+    for work that must finish even if the client hangs up and the request is cancelled."""
+    task = asyncio.ensure_future(awaitable)
+    pending = _must_finish.get()
+    if pending is not None:
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    return asyncio.shield(task)
+
+
 class PooledASGIHandler(ASGIHandler):
     """Django's ASGI handler, with a request's thread-sensitive work on a shared, bounded set of threads."""
 
@@ -80,9 +103,15 @@ class PooledASGIHandler(ASGIHandler):
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         threads = request_threads()
         lane = threads.take()
+        pending: set[asyncio.Future] = set()
+        _must_finish.set(pending)
         try:
             async with ThreadSensitiveContext(executor=lane):
-                await self.handle(scope, receive, send)
+                try:
+                    await self.handle(scope, receive, send)
+                finally:
+                    if pending:  # shielded work of a request cut short (its usage being settled)
+                        await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
         finally:
             threads.give_back(lane)
 

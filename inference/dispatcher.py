@@ -27,9 +27,8 @@ from channels.exceptions import ChannelFull
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from deployments import presence, reliability
-from gpucloud.redis_client import get_async_redis
-from inference import jobqueue, journal, replies
+from deployments import reliability
+from inference import jobqueue, journal, liveness, replies
 from nodeprotocol import (
     CANCEL,
     FINISH_REASONS,
@@ -48,8 +47,6 @@ logger = logging.getLogger(__name__)
 
 POP_TIMEOUT_SECONDS = 1
 LEASE_RENEW_SECONDS = 1.0
-# A keeper's tick this late shows a busy event loop: the node's silence is not judged on it.
-LATE_SECONDS = 0.5
 STRAY_LOG_SECONDS = 60.0
 KEYS_FRESH_SECONDS = 0.5
 # How long a relay waits, step by step, for room in a web process's reply channels (~30 s in all).
@@ -190,7 +187,7 @@ class NodeDispatcher:
         self._stray, self._stray_logged_at = 0, -STRAY_LOG_SECONDS
         self._handoffs: set[asyncio.Task] = set()
         self._capacity = asyncio.Event()
-        self._closing = False
+        self.closing = False  # (read by the liveness thread)
         self._puller: asyncio.Task | None = None
         self._redis: aioredis.Redis | None = None
         self._turn = 0  # accounts take turns: their order rotates on every pop
@@ -200,15 +197,18 @@ class NodeDispatcher:
         # Jobs served and failed since the last heartbeat: the node's reliability history.
         self._activity: dict[str, int] = {}
         self._keeper: asyncio.Task | None = None
-        self._heard_at, self._heard_wall = time.monotonic(), time.time()
-        self._receiving = 0  # node messages being relayed right now
-        self._silent = False
-        self._wake = asyncio.Event()
+        # Read by the liveness thread, which judges the node's silence on them.
+        self.heard_at, self.heard_wall = time.monotonic(), time.time()
+        self.receiving = 0  # node messages being relayed right now
+        self.silent = False  # set by the liveness thread
+        self._liveness: liveness.Liveness | None = None
 
     # --- what the consumer tells it ----------------------------------------------------------
 
     def start(self) -> None:
         self._redis = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+        self._liveness = liveness.liveness()
+        self._liveness.add(self)
         self._puller = asyncio.create_task(self._pull(), name=f"dispatch-{self.node_name}")
         self._keeper = asyncio.create_task(self._keep(), name=f"keep-{self.node_name}")
 
@@ -236,55 +236,31 @@ class NodeDispatcher:
 
     def heard(self) -> None:
         """The node said something (a heartbeat, output): it is alive."""
-        self._heard_at = time.monotonic()
-        self._heard_wall = time.time()
-        if self._silent:  # back from silence: present again at once, not at the next tick
-            self._wake.set()
+        self.heard_at = time.monotonic()
+        self.heard_wall = time.time()
+        if self.silent:  # back from silence: present again at once, not at the next tick
+            self._liveness.wake()
+
+    def leases(self) -> dict[str, int]:
+        """The attempts this node is running (``{request_id: attempt}``), whose leases it keeps.
+        (Also read by the liveness thread: ``dict()`` copies the jobs in one step under the GIL.)"""
+        return {job.queued.request_id: job.queued.attempt for job in dict(self.jobs).values()}
 
     async def _keep(self) -> None:
-        """Every LEASE_RENEW_SECONDS: while the node is heard from, renew its presence and its
-        jobs' leases in one round trip, and stop the jobs whose views died; once it has been
-        silent for WORKER_OFFLINE_AFTER, drop both, so that its jobs go elsewhere at once.
-
-        Silence is judged only on a tick that came on time and while no message of the node is
-        being relayed: a loop busy under load (or a relay held up by backpressure) is late to read
-        the node, which says nothing about the node."""
-        due = time.monotonic()
-        while not self._closing:
-            now = time.monotonic()
-            on_time = now - due < LATE_SECONDS
-            due = now + LEASE_RENEW_SECONDS
-            silent = on_time and not self._receiving and now - self._heard_at > settings.WORKER_OFFLINE_AFTER
+        """Every LEASE_RENEW_SECONDS: stop the jobs whose views' web process died, and record the
+        node's reliability history. (Its presence and its jobs' leases are kept by the process's
+        liveness thread, which a busy loop cannot hold up: :mod:`inference.liveness`.)"""
+        while not self.closing:
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
             try:
-                if silent:
-                    if not self._silent:
-                        self._silent = True
-                        logger.warning("Node %s fell silent; its jobs go elsewhere", self.node_name)
-                        await replies.leases_drop(self._leases())
-                        await presence.worker_silent(self.node_name)
-                else:
-                    self._silent = False
-                    await self.renew(heard_at=self._heard_wall if on_time and not self._receiving else time.time())
+                if not self.silent:
                     await self._stop_orphans()
                 if self._activity:  # jobs served and failed: the node's reliability history
                     await self._record_activity()
             except (RedisError, OSError) as error:
-                logger.warning("Could not renew the presence and leases of %s: %s", self.node_name, error)
+                logger.warning("Could not look after the jobs of %s: %s", self.node_name, error)
             except Exception:
                 logger.exception("The keeper of %s failed; it carries on", self.node_name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, due - time.monotonic()))
-            self._wake.clear()
-
-    def _leases(self) -> dict[str, int]:
-        return {job.queued.request_id: job.queued.attempt for job in self.jobs.values()}
-
-    async def renew(self, *, heard_at: float) -> None:
-        """The node's presence (heard from at ``heard_at``) and its jobs' leases: one round trip."""
-        pipe = get_async_redis().pipeline(transaction=False)
-        presence.worker_seen_queue(pipe, self.node_name, heard_at)
-        replies.leases_renew_queue(pipe, self._leases())
-        await pipe.execute()
 
     async def _stop_orphans(self) -> None:
         """Stop the jobs whose views' web process died, and settle them with what they relayed."""
@@ -298,7 +274,9 @@ class NodeDispatcher:
 
     async def close(self) -> None:
         """The socket closed: stop taking work, and tell the views of unfinished jobs they are lost."""
-        self._closing = True
+        self.closing = True
+        if self._liveness is not None:
+            self._liveness.discard(self)
         self._capacity.set()
         if self._activity:
             await self._record_activity()
@@ -338,9 +316,9 @@ class NodeDispatcher:
             self._capacity.clear()
 
     async def _pull(self) -> None:
-        while not self._closing:
+        while not self.closing:
             await self._capacity.wait()
-            if self._closing:
+            if self.closing:
                 return
             queues = sorted(self.serving)
             if not queues or len(self.jobs) + self._handing >= self.slots or self.draining:
@@ -356,7 +334,7 @@ class NodeDispatcher:
             if popped is None:
                 continue
             key, raw = popped[0].decode(), popped[1]
-            if self._closing or jobqueue.queue_of(key) not in self.serving:
+            if self.closing or jobqueue.queue_of(key) not in self.serving:
                 # The node went away or stopped serving that queue meanwhile: the job goes back
                 # to the head of its list, for the next node.
                 await self._redis.rpush(key, raw)
@@ -424,11 +402,11 @@ class NodeDispatcher:
     async def receive(self, message: dict) -> None:
         """A ``job.*`` message from the node: checked against its job, then relayed to the view."""
         self.heard()
-        self._receiving += 1
+        self.receiving += 1
         try:
             await self._receive(message)
         finally:
-            self._receiving -= 1
+            self.receiving -= 1
             self.heard()
 
     async def _receive(self, message: dict) -> None:

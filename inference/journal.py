@@ -1,10 +1,10 @@
 """Requests in flight per web process, so a process that dies leaves nothing unmetered.
 
-Each web process keeps a key alive in Redis (``gpucloud:web:<process>``, renewed every second,
-gone ``PROCESS_TTL_MS`` after the process dies) and a *journal* of its requests in flight: what
-their usage record needs (key, model, endpoint, reservation, …). The process is its Channels
-layer's ``client_prefix``, which every reply channel it opens carries, so whoever holds a
-request's job can tell whether the view waiting for it is still there.
+Each web process keeps a key alive in Redis (``gpucloud:web:<process>``, renewed every second by
+its liveness thread, gone ``PROCESS_TTL_MS`` after the process dies) and a *journal* of its
+requests in flight: what their usage record needs (key, model, endpoint, reservation, …). The
+process is its Channels layer's ``client_prefix``, which every reply channel it opens carries, so
+whoever holds a request's job can tell whether the view waiting for it is still there.
 
 When a view's process dies:
 
@@ -32,12 +32,12 @@ from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from gpucloud.redis_client import get_async_redis
+from inference import liveness
 from observability import metrics
 
 logger = logging.getLogger(__name__)
 
 PROCESS_TTL_MS = 5_000
-KEEPALIVE_SECONDS = 1.0
 REAP_EVERY_SECONDS = 30.0
 # A dead process's journal is reaped only after this long, so dispatchers settle running jobs first.
 REAP_AFTER_SECONDS = 20.0
@@ -69,34 +69,34 @@ def this_process() -> str:
 
 
 async def ensure_kept_alive() -> None:
-    """Mark this process alive now, and keep it so (once per event loop)."""
+    """Mark this process alive now, and keep it so: its key is renewed every second by the
+    liveness thread (:mod:`inference.liveness`), which a busy event loop cannot hold up; dead
+    processes' journals are reaped from the loop (once per event loop)."""
     loop = asyncio.get_running_loop()
     if loop not in _keepers or _keepers[loop].done():
-        await _beat(this_process())
-        _keepers[loop] = asyncio.create_task(_keep_alive(this_process()), name="web-process-keeper")
+        process = this_process()
+        pipe = get_async_redis().pipeline(transaction=False)
+        beat_queue(pipe, process, time.time())
+        await pipe.execute()
+        liveness.liveness().process = process
+        _keepers[loop] = asyncio.create_task(_reap_now_and_then(), name="web-process-reaper")
 
 
-async def _beat(process: str) -> None:
-    now = int(time.time())
-    pipe = get_async_redis().pipeline(transaction=False)
-    pipe.set(_alive_key(process), now, px=PROCESS_TTL_MS)
-    pipe.hset(SEEN_KEY, process, now)
-    await pipe.execute()
+def beat_queue(pipe, process: str, now: float) -> None:
+    """Queue on a pipeline: ``process`` is alive at ``now`` (a Unix time)."""
+    pipe.set(_alive_key(process), int(now), px=PROCESS_TTL_MS)
+    pipe.hset(SEEN_KEY, process, int(now))
 
 
-async def _keep_alive(process: str) -> None:
-    last_reap = 0.0
+async def _reap_now_and_then() -> None:
     while True:
         try:
-            await _beat(process)
-            if time.monotonic() - last_reap > REAP_EVERY_SECONDS:
-                last_reap = time.monotonic()
-                await reap()
-        except RedisError as error:  # Redis is down: it comes back, and so does this key
-            logger.debug("Could not renew this web process's key: %s", error)
+            await reap()
+        except RedisError as error:  # Redis is down: the next turn reaps
+            logger.debug("Could not reap dead web processes' journals: %s", error)
         except Exception:
-            logger.exception("The web process keeper failed; it carries on")
-        await asyncio.sleep(KEEPALIVE_SECONDS)
+            logger.exception("The reaper of dead web processes' journals failed; it carries on")
+        await asyncio.sleep(REAP_EVERY_SECONDS)
 
 
 async def open_entry(request_id: str, entry: dict) -> None:

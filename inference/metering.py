@@ -27,6 +27,7 @@ from django.http import HttpRequest
 from billing import admission
 from billing.admission import Reservation
 from deployments.models import CatalogModel
+from gpucloud import request_threads
 from gpucloud.openai_errors import ApiError
 from inference import journal
 from inference.services import usage_record
@@ -81,7 +82,7 @@ class UsageMeter:
             )
         )
         try:
-            self.reservation = await asyncio.shield(admitting)
+            self.reservation = await request_threads.shield(admitting)
         except asyncio.CancelledError:
             # The client left while the reservation was being made: keep it, so that recording
             # the request (499) frees it rather than leaving it to expire.
@@ -156,11 +157,11 @@ class UsageMeter:
         try:
             yield
         except ApiError as error:
-            await asyncio.shield(self.record(error.status, error.code))
+            await request_threads.shield(self.record(error.status, error.code))
             raise
         except asyncio.CancelledError:
-            await asyncio.shield(self.record(CLIENT_CLOSED, "client_closed_request"))
+            await request_threads.shield(self.record(CLIENT_CLOSED, "client_closed_request"))
             raise
         except Exception:
-            await asyncio.shield(self.record(500, "server_error"))
+            await request_threads.shield(self.record(500, "server_error"))
             raise

@@ -85,12 +85,12 @@ async def leases_renew(leases: dict[str, int]) -> None:
     await pipe.execute()
 
 
-async def leases_drop(leases: dict[str, int]) -> None:
-    """The node running these attempts fell silent: their leases lapse now, so their views
-    dispatch them again at once (only attempts whose lease they still are)."""
+def leases_drop_queue(pipe, leases: dict[str, int]) -> None:
+    """Queue, on a pipeline: the node running these attempts fell silent, their leases lapse now,
+    so their views dispatch them again at once (only attempts whose lease they still are)."""
     if leases:
         keys = [_lease_key(request_id) for request_id in leases]
-        await get_async_redis().eval(_DROP, len(keys), *keys, *leases.values())
+        pipe.eval(_DROP, len(keys), *keys, *leases.values())
 
 
 # After its job ends, an attempt's lease is kept a little longer: the job's last message may still

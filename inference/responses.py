@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from django.conf import settings
 
+from gpucloud import request_threads
 from gpucloud.openai_errors import ApiError
 from inference.calls import InferenceCall
 from inference.metering import CLIENT_CLOSED
@@ -143,14 +144,14 @@ class CompletionResponse:
                     continue
                 choices[event["i"]].add(event)
         except ApiError as error:
-            await asyncio.shield(_record(meter, error.status, error.code))
+            await request_threads.shield(_record(meter, error.status, error.code))
             raise
         except asyncio.CancelledError:
             # The client went away before the answer was whole: stop the worker; nothing to charge.
-            await asyncio.shield(self.call.cancel())
-            await asyncio.shield(_record(meter, CLIENT_CLOSED, "client_closed_request"))
+            await request_threads.shield(self.call.cancel())
+            await request_threads.shield(_record(meter, CLIENT_CLOSED, "client_closed_request"))
             raise
-        await asyncio.shield(_record(meter, 200))
+        await request_threads.shield(_record(meter, 200))
         whole = [self.whole_choice(i, choice) for i, choice in enumerate(choices)]
         return {**self._envelope(self.object_whole, whole), "usage": meter.usage(self.call.usage)}
 
@@ -176,21 +177,23 @@ class CompletionResponse:
                     if event["f"]:
                         yield _sse(self._chunk([self.finish_choice(event["i"], event["f"])]))
             except ApiError as error:
+                # Settled before the error event: a client that hangs up at [DONE] cuts nothing short.
                 status, error_code = error.status, error.code
+                await request_threads.shield(_record(meter, status, error_code))
                 yield _sse(error.as_dict())
             else:
                 # Settled before the usage chunk, which carries the cost.
-                await asyncio.shield(_record(meter, 200))
+                await request_threads.shield(_record(meter, 200))
                 if self.include_usage:
                     yield _sse({**self._chunk([]), "usage": meter.usage(self.call.usage)})
             yield _sse("[DONE]")
         except (asyncio.CancelledError, GeneratorExit):
             # The client went away: stop the worker, and bill the text it was sent so far.
             status, error_code = CLIENT_CLOSED, "client_closed_request"
-            await asyncio.shield(self.call.cancel())
+            await request_threads.shield(self.call.cancel())
             raise
         finally:
-            await asyncio.shield(_record(meter, status, error_code))
+            await request_threads.shield(_record(meter, status, error_code))
 
 
 class ChatCompletion(CompletionResponse):

@@ -17,6 +17,7 @@ from accounts.models import ApiKey
 from billing.selectors import model_pricing
 from deployments.models import CatalogModel, Deployment, Task
 from deployments.selectors import resolve_model, running_deployment_for, servable_models
+from gpucloud import request_threads
 from gpucloud.openai_errors import ApiError, invalid_request, model_not_found, service_unavailable
 from inference import bodypool
 from inference.calls import EmbeddingCall, InferenceCall
@@ -247,7 +248,7 @@ async def _submit(call) -> None:
     try:
         await call.submit()
     except asyncio.CancelledError:
-        await asyncio.shield(call.cancel())
+        await request_threads.shield(call.cancel())
         raise
 
 
@@ -343,7 +344,7 @@ async def embeddings(request):
         try:
             vectors, usage = await call.result()
         except asyncio.CancelledError:
-            await asyncio.shield(call.cancel())
+            await request_threads.shield(call.cancel())
             raise
         dimensions = len(vectors[0]) // 4
         if params.dimensions is not None and params.dimensions != dimensions:
@@ -352,7 +353,7 @@ async def embeddings(request):
                 f"leave out 'dimensions' or set it to {dimensions}.",
                 param="dimensions",
             )
-        await asyncio.shield(meter.record(200))
+        await request_threads.shield(meter.record(200))
     if params.encoding_format == "base64":
         encoded = [base64.b64encode(vector).decode("ascii") for vector in vectors]
     else:
