@@ -298,8 +298,8 @@ def main() -> int:
     parser.add_argument("--ramp", type=float, default=25.0, help="seconds over which the streams start")
     parser.add_argument("--max-tokens", type=int, default=70)
     parser.add_argument("--model-billion", type=int, default=400, help="~2 tokens/s on the simulated A100")
-    parser.add_argument("--stream-timeout", type=float, default=240.0)
-    parser.add_argument("--time-limit", type=float, default=420.0)
+    parser.add_argument("--stream-timeout", type=float, default=360.0)
+    parser.add_argument("--time-limit", type=float, default=600.0)
     parser.add_argument("--max-rss-mb", type=float, default=400.0)
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--per-account", type=int, default=50, help="streams per account (ACCOUNT_MAX_IN_FLIGHT)")
@@ -335,9 +335,13 @@ def main() -> int:
             instant=False,
             models=[MODEL],
             label="streams",
-            # Fewer malloc arenas: each of the web process's threads (WEB_SYNC_THREADS, the loop's
-            # executor) may get one, and arenas of freed SQLite caches are tens of MB of RSS.
-            env={"INFERENCE_QUEUE_TIMEOUT": "60", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")},
+            # A queue wait of up to two minutes: with one core for the web process, 2,000 streams
+            # starting within 25 s are dispatched at the pace of its busy event loop (one pop per
+            # job per node), and the last ones waited up to a minute for a node (see the report's
+            # "time to headers"). Fewer malloc arenas: each of the web process's threads
+            # (WEB_SYNC_THREADS, the loop's executor) may get one, and arenas of freed SQLite
+            # caches are tens of MB of RSS.
+            env={"INFERENCE_QUEUE_TIMEOUT": "120", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")},
         )
         with platform:
             from accounts.models import ApiKey
