@@ -14,6 +14,7 @@ why. The re-run is nobody's request: it is not journaled, metered or charged.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import json
 import logging
@@ -51,7 +52,11 @@ def consider(call) -> None:
             return  # failed over: no one node's output
         if random.random() >= settings.VERIFY_SAMPLE_RATE:
             return
-        task = asyncio.get_running_loop().create_task(verify(job, worker, list(call.texts)))
+        # The check outlives its request: it runs in a context of its own, not in the request's,
+        # whose thread (asgiref's ThreadSensitiveContext) is given back when the request ends.
+        task = asyncio.get_running_loop().create_task(
+            verify(job, worker, list(call.texts)), context=contextvars.Context()
+        )
         _running.add(task)
         task.add_done_callback(_running.discard)
     except Exception:

@@ -23,7 +23,7 @@ from inference.models import UsageRecord
 from marketplace.models import EarningEntry, NodeStanding, VerificationCheck
 from marketplace.selectors import host_balances
 from marketplace.services import host_become, host_join_token_create
-from nodeprotocol import GenerationJob
+from nodeprotocol import VERSION, GenerationJob
 from nodeprotocol.tokens import count_tokens
 
 pytestmark = pytest.mark.live
@@ -47,7 +47,7 @@ class ScriptedNode(ProtocolNode):
 
     def __init__(self, live, name: str, host, *, alter: bool):
         _, token = host_join_token_create(host=host, name=name)
-        body = {"token": token, "name": name, "engine": "simulated", "slots": 4, "protocol": 2,
+        body = {"token": token, "name": name, "engine": "simulated", "slots": 4, "protocol": VERSION,
                 "gpus": [{"index": 0, "name": "A100-80GB", "memory_total_mb": 81920}]}  # fmt: skip
         response = httpx.post(f"{live.url}/api/workers/register", json=body, timeout=10)
         assert response.status_code == 201, response.text
