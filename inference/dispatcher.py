@@ -46,8 +46,6 @@ from nodeprotocol.tokens import count_tokens
 logger = logging.getLogger(__name__)
 
 POP_TIMEOUT_SECONDS = 1
-# Jobs a node with free slots takes in one round trip at most (each turn's keys go along).
-POP_BATCH = 8
 LEASE_RENEW_SECONDS = 1.0
 STRAY_LOG_SECONDS = 60.0
 KEYS_FRESH_SECONDS = 0.5
@@ -327,46 +325,29 @@ class NodeDispatcher:
                 self._capacity.clear()
                 continue
             try:
-                popped = await self._pop(queues)
+                keys = await self._keys(queues)
+                popped = await self._redis.brpop(keys, timeout=POP_TIMEOUT_SECONDS)
             except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as error:
                 logger.warning("Job queue unreachable for %s (%s); retrying", self.node_name, error)
                 await asyncio.sleep(1)
                 continue
-            for key, raw in popped:
-                await self._take(key, raw)
-
-    async def _pop(self, queues: list[str]) -> list[tuple[str, bytes]]:
-        """The next messages for this node: with several free slots, up to POP_BATCH of them in one
-        round trip, taken as that many single pops would (the accounts' turns, the priorities); when
-        none is waiting, or with one free slot, one, waiting up to POP_TIMEOUT_SECONDS for it.
-        (Under load, a round trip from a busy loop is long: one job per round trip was the pace at
-        which thousands of new streams reached their nodes.)"""
-        free = self.slots - len(self.jobs) - self._handing
-        if free > 1:
-            accounts = await self._accounts_of(queues)
-            popped = await jobqueue.pop_turns(self._redis, accounts, queues, self._turn + 1, min(free, POP_BATCH))
-            self._turn += len(popped)
-            if popped:
-                return popped
-        popped = await self._redis.brpop(await self._keys(queues), timeout=POP_TIMEOUT_SECONDS)
-        return [] if popped is None else [(popped[0].decode(), popped[1])]
-
-    async def _take(self, key: str, raw: bytes) -> None:
-        """Hand a popped message's job to the node (in a task of its own), or put it back."""
-        if self.closing or jobqueue.queue_of(key) not in self.serving:
-            # The node went away or stopped serving that queue meanwhile: the job goes back
-            # to the head of its list, for the next node.
-            await self._redis.rpush(key, raw)
-            return
-        queued = jobqueue.decode(key, raw)
-        if queued is None:  # a wake-up: an account started queueing
-            self._keys_at = 0.0
-            return
-        self._handing += 1
-        self._check_capacity()
-        handoff = asyncio.create_task(self._hand_off(queued, self.serving[queued.queue]))
-        self._handoffs.add(handoff)
-        handoff.add_done_callback(self._handoffs.discard)
+            if popped is None:
+                continue
+            key, raw = popped[0].decode(), popped[1]
+            if self.closing or jobqueue.queue_of(key) not in self.serving:
+                # The node went away or stopped serving that queue meanwhile: the job goes back
+                # to the head of its list, for the next node.
+                await self._redis.rpush(key, raw)
+                continue
+            queued = jobqueue.decode(key, raw)
+            if queued is None:  # a wake-up: an account started queueing
+                self._keys_at = 0.0
+                continue
+            self._handing += 1
+            self._check_capacity()
+            handoff = asyncio.create_task(self._hand_off(queued, self.serving[queued.queue]))
+            self._handoffs.add(handoff)
+            handoff.add_done_callback(self._handoffs.discard)
 
     async def _hand_off(self, queued: jobqueue.QueuedJob, replica_id: int) -> None:
         try:
@@ -379,18 +360,14 @@ class NodeDispatcher:
             self._handing -= 1
             self._check_capacity()
 
-    async def _accounts_of(self, queues: list[str]) -> list[str]:
-        """The account queues with jobs this node may take. Which accounts have jobs is read again
-        every KEYS_FRESH_SECONDS, or at once after a wake-up."""
+    async def _keys(self, queues: list[str]) -> list[str]:
+        """The lists to pop from, the accounts' order turned by one on every pop. Which accounts
+        have jobs is read again every KEYS_FRESH_SECONDS, or at once after a wake-up."""
+        self._turn += 1
         if queues != self._keys_for or time.monotonic() - self._keys_at > KEYS_FRESH_SECONDS:
             self._accounts = await jobqueue.active_accounts(self._redis, queues)
             self._keys_for, self._keys_at = queues, time.monotonic()
-        return self._accounts if self.trusted else [a for a in self._accounts if not jobqueue.trusted_only(a)]
-
-    async def _keys(self, queues: list[str]) -> list[str]:
-        """The lists to pop from, the accounts' order turned by one on every pop."""
-        accounts = await self._accounts_of(queues)
-        self._turn += 1
+        accounts = self._accounts if self.trusted else [a for a in self._accounts if not jobqueue.trusted_only(a)]
         return jobqueue.take_keys(accounts, queues, self._turn)
 
     async def _hand(self, queued: jobqueue.QueuedJob, replica_id: int) -> None:

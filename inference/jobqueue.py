@@ -126,40 +126,6 @@ def take_keys(accounts: list[str], queues: list[str], turn: int) -> list[str]:
     return [*priority_keys(accounts), *queues]
 
 
-# KEYS: the lists of several successive turns, one turn after another; ARGV: how many keys each has.
-# Pops from each turn's first non-empty list, as that many BRPOPs in a row would; stops at a turn
-# with nothing to pop, or after a wake-up (the accounts have changed: the next pop reads them again).
-_POP_TURNS = f"""
-local popped, offset = {{}}, 0
-for t = 1, #ARGV do
-  local found = nil
-  for i = offset + 1, offset + tonumber(ARGV[t]) do
-    local value = redis.call('RPOP', KEYS[i])
-    if value then
-      popped[#popped + 1] = KEYS[i]
-      popped[#popped + 1] = value
-      found = value
-      break
-    end
-  end
-  if not found or found == '{WAKE.decode()}' then break end
-  offset = offset + tonumber(ARGV[t])
-end
-return popped
-"""
-
-
-async def pop_turns(redis, accounts: list[str], queues: list[str], turn: int, count: int) -> list[tuple[str, bytes]]:
-    """Up to ``count`` messages in one round trip, taken as ``count`` pops of turns ``turn``,
-    ``turn + 1``, … would take them (:func:`take_keys`: priority first, the accounts in turn), for a
-    node with that many free slots: ``(list, message)`` pairs, fewer (or none) when the lists run dry.
-    It does not wait; BRPOP does that when nothing is there."""
-    turns = [take_keys(accounts, queues, turn + i) for i in range(count)]
-    keys = [key for keys in turns for key in keys]
-    flat = await redis.eval(_POP_TURNS, len(keys), *keys, *[len(keys) for keys in turns])
-    return [(flat[i].decode(), flat[i + 1]) for i in range(0, len(flat), 2)]
-
-
 def waiting(queue: str) -> int:
     """Jobs waiting on a deployment's queues, over every account and priority."""
     redis = get_redis()

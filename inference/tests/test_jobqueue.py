@@ -97,49 +97,6 @@ def test_a_burst_from_one_account_does_not_queue_another_behind_it():
     assert [r for r in order if r.startswith("req_alice")] == [f"req_alice_{i}" for i in range(10)]
 
 
-def _pop_all_in_batches(count: int) -> list[str]:
-    """Pop as a dispatcher with ``count`` free slots does: several turns per round trip."""
-
-    async def pop():
-        redis = aioredis.Redis.from_url(settings.REDIS_URL)
-        popped, turn, round_trips = [], 0, 0
-        try:
-            while True:
-                accounts = await jobqueue.active_accounts(redis, QUEUES)
-                batch = await jobqueue.pop_turns(redis, accounts, QUEUES, turn + 1, count)
-                round_trips += 1
-                if not batch:
-                    return popped, round_trips
-                turn += len(batch)
-                popped += [job.request_id for key, raw in batch if (job := jobqueue.decode(key, raw))]
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(pop())
-
-
-def _mixed_queue() -> None:
-    for i in range(6):
-        _enqueue(QUEUES[0], 3, f"req_alice_{i}", account=ALICE)
-    _enqueue(QUEUES[0], 3, "req_bob_0", account=BOB)
-    _enqueue(QUEUES[1], 0, "req_bob_high", account=BOB)
-    _enqueue(QUEUES[0], 3, "req_bob_1", account=BOB)
-    _enqueue(QUEUES[1], 6, "req_alice_low", account=ALICE)
-
-
-def test_popping_several_turns_at_once_takes_what_as_many_single_pops_would():
-    _mixed_queue()
-    one_at_a_time = [job.request_id for job in _pop_all()]
-    _mixed_queue()
-
-    in_batches, round_trips = _pop_all_in_batches(4)
-
-    assert len(one_at_a_time) == 10
-    assert in_batches == one_at_a_time  # priorities first, the accounts in turn, in order within each
-    assert in_batches[0] == "req_bob_high" and in_batches[-1] == "req_alice_low"
-    assert round_trips <= 5  # 10 jobs and 2 wake-ups, 4 turns a round trip, and an empty one at the end
-
-
 def test_a_new_account_wakes_a_waiting_dispatcher():
     async def scenario():
         redis = aioredis.Redis.from_url(settings.REDIS_URL)
