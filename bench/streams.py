@@ -335,12 +335,11 @@ def main() -> int:
             instant=False,
             models=[MODEL],
             label="streams",
-            # A queue wait of up to two minutes: with one core for the web process, 2,000 streams
-            # starting within 25 s are dispatched at the pace of its busy event loop (one pop per
-            # job per node), and the last ones waited up to a minute for a node (see the report's
-            # "time to headers"). Fewer malloc arenas: each of the web process's threads
-            # (WEB_SYNC_THREADS, the loop's executor) may get one, and arenas of freed SQLite
-            # caches are tens of MB of RSS.
+            # A queue wait of up to two minutes: with one core for the web process, the last of
+            # 2,000 streams starting within 25 s waited up to a minute for a node (the report's
+            # "time to headers"; see ARCHITECTURE.md, Load). Fewer malloc arenas: each of the web
+            # process's threads (WEB_SYNC_THREADS, the loop's executor) may get one, and arenas of
+            # freed SQLite caches are tens of MB of RSS.
             env={"INFERENCE_QUEUE_TIMEOUT": "120", "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")},
         )
         with platform:
