@@ -16,11 +16,6 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "a long and unusual passphrase"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def _sign_up(client, email="new@example.com", password=PASSWORD, again=None):
     return client.post(reverse("signup"), {"email": email, "password1": password, "password2": again or password})
 

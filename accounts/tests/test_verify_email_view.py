@@ -14,11 +14,6 @@ pytestmark = pytest.mark.django_db
 PASSWORD = "a long and unusual passphrase"
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def signed_up(mailoutbox):
     """(client, user, path of the verification link)."""

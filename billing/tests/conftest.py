@@ -1,16 +1,10 @@
-"""Fixtures for billing tests: fast users, an empty billing state in Redis for every test."""
+"""Fixtures for billing tests: an empty billing state in Redis for every test, a priced model."""
 
 from decimal import Decimal
 
 import pytest
 
 from billing.redis_state import forget_all
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Users are created for every test; the production hasher is slow on purpose.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,6 @@ from inference.models import UsageRecord
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Users are created for every test; the production hasher is slow on purpose.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def assert_openai_error(response, status: int, type: str = "invalid_request_error") -> dict:
     assert response.status_code == status, response.content
     assert response["Content-Type"].startswith("application/json")

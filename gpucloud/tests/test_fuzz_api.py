@@ -152,7 +152,6 @@ def fuzz_client(client, staff, make_key, settings, catalog):
     """A client with an operator's key (so every endpoint gets past auth) and no waiting for workers."""
     settings.INFERENCE_QUEUE_TIMEOUT = 0.01
     settings.RATELIMIT_ENABLE = False  # thousands of requests from one key
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     _, key = make_key(staff)
     client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {key}"
     yield client

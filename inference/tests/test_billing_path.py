@@ -35,7 +35,6 @@ HELLO = [{"role": "user", "content": "Hello there"}]
 
 @pytest.fixture(autouse=True)
 def quick(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.INFERENCE_QUEUE_TIMEOUT = 0.01
 
 

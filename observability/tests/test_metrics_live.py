@@ -39,7 +39,10 @@ def value(samples: dict, name: str, **labels) -> float:
 
 @pytest.fixture
 def staff_cookies(live) -> dict:
-    """A staff session on the live platform (it shares the database and secret key)."""
+    """A staff session on the live platform (it shares the database and secret key). The user is
+    read again first: a login through the live server's form (a browser test's) may have re-hashed
+    its password since, and a session is bound to the password hash."""
+    live.user.refresh_from_db()
     client = Client()
     client.force_login(live.user)
     return {"sessionid": client.cookies["sessionid"].value}
