@@ -90,6 +90,9 @@ class Liveness(threading.Thread):
     def run(self) -> None:
         while not self.loop.is_closed():
             started = time.monotonic()
+            # Cleared before the tick, not after the wait: a wake() that comes during a tick (or
+            # just as the wait ends) brings the next tick forward rather than being lost.
+            self._wake.clear()
             try:
                 self.tick()
             except RuntimeError:  # the loop closed between the check and the post: the process ends
@@ -101,7 +104,6 @@ class Liveness(threading.Thread):
             except Exception:
                 logger.exception("The liveness thread failed a tick; it carries on")
             self._wake.wait(max(0.0, started + TICK_SECONDS - time.monotonic()))
-            self._wake.clear()
 
     def loop_on_time(self) -> bool:
         """Whether the loop ran the callback posted at the previous tick within LATE_SECONDS."""
