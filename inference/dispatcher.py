@@ -252,6 +252,9 @@ class NodeDispatcher:
         liveness thread, which a busy loop cannot hold up: :mod:`inference.liveness`.)"""
         while not self.closing:
             await asyncio.sleep(LEASE_RENEW_SECONDS)
+            if self._liveness is not None and not self._liveness.is_alive():  # never, but if it did
+                logger.error("The liveness thread of %s had stopped; starting another", self.node_name)
+                self._liveness = liveness.liveness()  # which takes over its nodes and key
             try:
                 if not self.silent:
                     await self._stop_orphans()

@@ -95,8 +95,10 @@ class Liveness(threading.Thread):
             self._wake.clear()
             try:
                 self.tick()
-            except RuntimeError:  # the loop closed between the check and the post: the process ends
-                return
+            except RuntimeError:
+                if self.loop.is_closed():  # closed between the check and the post: the loop ends
+                    return
+                logger.exception("The liveness thread failed a tick; it carries on")
             except (RedisError, OSError) as error:  # Redis is down: it comes back, and so do these keys
                 if started - self._error_logged_at > ERROR_LOG_SECONDS:
                     self._error_logged_at = started
@@ -154,8 +156,12 @@ def liveness() -> Liveness:
     with _threads_lock:
         for old in [old for old in _threads if old.is_closed()]:
             del _threads[old]
-        thread = _threads.get(loop)
+        old = thread = _threads.get(loop)
         if thread is None or not thread.is_alive():
             thread = _threads[loop] = Liveness(loop)
+            if old is not None:  # a stopped thread's duties carry over
+                thread.process = old.process
+                for dispatcher in list(old._dispatchers):
+                    thread.add(dispatcher)
             thread.start()
     return thread
