@@ -236,9 +236,12 @@ class NodeDispatcher:
 
     def heard(self) -> None:
         """The node said something (a heartbeat, output): it is alive."""
-        self.heard_at = time.monotonic()
-        self.heard_wall = time.time()
-        if self.silent:  # back from silence: present again at once, not at the next tick
+        now = time.monotonic()
+        # Back from silence, or heard after a pause its presence may not have outlived: present
+        # again at once, not at the liveness thread's next tick.
+        back = self.silent or now - self.heard_at > LEASE_RENEW_SECONDS
+        self.heard_at, self.heard_wall = now, time.time()
+        if back and self._liveness is not None:
             self._liveness.wake()
 
     def leases(self) -> dict[str, int]:
